@@ -1,0 +1,289 @@
+//! The decisions of one login, as plain functions of the configuration, the store, the
+//! login (user, service, source) and the time. The PAM glue only gathers the inputs,
+//! asks the questions these functions call for and maps the [`Outcome`] to a PAM code.
+
+use crate::config::{Config, FailMode};
+use crate::otp;
+use crate::policy::{Policy, PolicyReason};
+use crate::recovery;
+use crate::secret::Answer;
+use crate::store::{Factor, Store, StoreError};
+use crate::throttle;
+use std::fmt;
+
+/// Answers longer than this are refused unread: no code or recovery code is this long.
+pub const MAX_ANSWER_BYTES: usize = 64;
+
+/// Who is logging in, to what, from where.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    pub user: &'a str,
+    pub service: &'a str,
+    /// `PAM_RHOST`: the remote host, for SSH.
+    pub rhost: Option<&'a str>,
+    /// `PAM_TTY`: the terminal, for console logins.
+    pub tty: Option<&'a str>,
+}
+
+impl Login<'_> {
+    /// What failures are counted against together with the user: the remote host,
+    /// else the terminal.
+    pub fn source(&self) -> &str {
+        match (self.rhost, self.tty) {
+            (Some(r), _) if !r.is_empty() => r,
+            (_, Some(t)) if !t.is_empty() => t,
+            _ => "unknown",
+        }
+    }
+}
+
+/// How a login that passed proved the second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Code,
+    RecoveryCode,
+}
+
+/// Why the module stands aside (`PAM_IGNORE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IgnoreReason {
+    Exempt(PolicyReason),
+    NotEnrolled,
+    /// Mandatory but unenrolled, within the grace period that ends at this unix time.
+    GracePeriod { until: i64 },
+    /// The config or store is unusable and `failmode = "open"` lets the login go on.
+    FailOpen(String),
+}
+
+/// Why a login is refused (`PAM_AUTH_ERR`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    WrongCode,
+    /// A right code for a time step that was already used.
+    Replayed,
+    /// The answer cannot be a code at all (empty, letters, too long).
+    Malformed,
+    /// Too many failures: the pair or the user waits this many seconds.
+    Throttled { wait_secs: u64 },
+    /// Mandatory, unenrolled, past any grace period, and no enrollment at login.
+    NotEnrolled(PolicyReason),
+}
+
+/// The result of a login, mapped to exactly one PAM code by the glue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `PAM_SUCCESS`.
+    Success(Method),
+    /// `PAM_IGNORE`.
+    Ignore(IgnoreReason),
+    /// `PAM_AUTH_ERR`.
+    Denied(DenyReason),
+    /// `PAM_AUTHINFO_UNAVAIL`: the config or store could not be used; fail closed.
+    Unavailable(String),
+    /// `PAM_CONV_ERR`: the application did not answer the prompt.
+    ConversationFailed,
+}
+
+impl fmt::Display for Outcome {
+    /// The `result=... reason=...` part of the log line. Never a code or a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Success(Method::Code) => f.write_str("result=success reason=\"code accepted\""),
+            Outcome::Success(Method::RecoveryCode) => {
+                f.write_str("result=success reason=\"recovery code accepted\"")
+            }
+            Outcome::Ignore(r) => {
+                f.write_str("result=ignore reason=\"")?;
+                match r {
+                    IgnoreReason::Exempt(p) => write!(f, "exempt: {p}")?,
+                    IgnoreReason::NotEnrolled => f.write_str("not enrolled, optional")?,
+                    IgnoreReason::GracePeriod { until } => {
+                        write!(f, "not enrolled, mandatory, in grace period until {}", format_utc(*until))?
+                    }
+                    IgnoreReason::FailOpen(why) => write!(f, "failmode=open: {why}")?,
+                }
+                f.write_str("\"")
+            }
+            Outcome::Denied(r) => {
+                f.write_str("result=failure reason=\"")?;
+                match r {
+                    DenyReason::WrongCode => f.write_str("wrong code")?,
+                    DenyReason::Replayed => f.write_str("code already used")?,
+                    DenyReason::Malformed => f.write_str("malformed answer")?,
+                    DenyReason::Throttled { wait_secs } => write!(f, "throttled for {wait_secs} s")?,
+                    DenyReason::NotEnrolled(p) => write!(f, "not enrolled, mandatory ({p})")?,
+                }
+                f.write_str("\"")
+            }
+            Outcome::Unavailable(why) => write!(f, "result=unavailable reason=\"{why}\""),
+            Outcome::ConversationFailed => f.write_str("result=conv_error reason=\"no answer to the prompt\""),
+        }
+    }
+}
+
+/// A message for the user (shown before the next prompt, or on its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Info(String),
+    Error(String),
+}
+
+/// What the login does next, once the policy and the store have been consulted.
+#[derive(Debug)]
+pub enum Next {
+    /// Decided without asking anything.
+    Done(Outcome, Option<Notice>),
+    /// Ask for a code. When `throttled` is set the answer is refused whatever it is
+    /// (the notice says how long to wait).
+    AskCode {
+        factor: Box<Factor>,
+        throttled: Option<u64>,
+        notice: Option<Notice>,
+    },
+    /// Mandatory and unenrolled with `enroll_at_login`: enroll within the login.
+    EnrollNow,
+}
+
+/// The outcome when the config or store cannot be used: closed, unless the
+/// configuration explicitly says `failmode = "open"`.
+pub fn unavailable(failmode: FailMode, why: String) -> Outcome {
+    match failmode {
+        FailMode::Secure => Outcome::Unavailable(why),
+        FailMode::Open => Outcome::Ignore(IgnoreReason::FailOpen(why)),
+    }
+}
+
+/// Decides, for a non-exempt user, whether to ask for a code, to let the login go on
+/// without one, to refuse it, or to enroll now.
+pub fn start_login(
+    config: &Config,
+    store: &dyn Store,
+    login: &Login<'_>,
+    policy: (Policy, PolicyReason),
+    now: i64,
+) -> Result<Next, StoreError> {
+    if policy.0 == Policy::Exempt {
+        return Ok(Next::Done(Outcome::Ignore(IgnoreReason::Exempt(policy.1)), None));
+    }
+    let state = store.login_state(login.user, login.source())?;
+    if let Some(factor) = state.factor {
+        let throttled = throttle::wait_secs(state.pair, state.user, now, &config.throttle);
+        let notice = throttled.map(|secs| {
+            Notice::Error(format!("Too many failed attempts: try again in {secs} s."))
+        });
+        return Ok(Next::AskCode {
+            factor: Box::new(factor),
+            throttled,
+            notice,
+        });
+    }
+    if policy.0 == Policy::Optional {
+        return Ok(Next::Done(Outcome::Ignore(IgnoreReason::NotEnrolled), None));
+    }
+    let grace = config.policy.grace_period.secs() as i64;
+    if grace > 0 {
+        let until = store.first_mandatory_sighting(login.user, now)?.saturating_add(grace);
+        if now < until {
+            let notice = Notice::Info(format!(
+                "Two-factor authentication becomes mandatory for this account on {}. \
+                 Set it up before then with: totp-admin enroll",
+                format_utc(until)
+            ));
+            return Ok(Next::Done(Outcome::Ignore(IgnoreReason::GracePeriod { until }), Some(notice)));
+        }
+    }
+    if config.policy.enroll_at_login {
+        return Ok(Next::EnrollNow);
+    }
+    let notice = Notice::Error(
+        "Two-factor authentication is required for this account, but none is set up. \
+         Contact your administrator."
+            .into(),
+    );
+    Ok(Next::Done(Outcome::Denied(DenyReason::NotEnrolled(policy.1)), Some(notice)))
+}
+
+/// Checks the answer to `Verification code: ` and records the result: the accepted time
+/// step or recovery code, or one more failure for (user, source).
+pub fn check_answer(
+    config: &Config,
+    store: &dyn Store,
+    login: &Login<'_>,
+    factor: &Factor,
+    throttled: Option<u64>,
+    answer: &Answer,
+    now: i64,
+) -> Result<Outcome, StoreError> {
+    if let Some(wait_secs) = throttled {
+        return Ok(Outcome::Denied(DenyReason::Throttled { wait_secs }));
+    }
+    let outcome = verify_answer(config, store, login, factor, answer, now)?;
+    if matches!(outcome, Outcome::Denied(_)) {
+        store.record_failure(login.user, login.source(), now, &config.throttle)?;
+    }
+    Ok(outcome)
+}
+
+fn verify_answer(
+    config: &Config,
+    store: &dyn Store,
+    login: &Login<'_>,
+    factor: &Factor,
+    answer: &Answer,
+    now: i64,
+) -> Result<Outcome, StoreError> {
+    if answer.as_bytes().len() > MAX_ANSWER_BYTES * 4 {
+        return Ok(Outcome::Denied(DenyReason::Malformed));
+    }
+    let typed = answer.without_spaces();
+    if typed.as_bytes().is_empty() || typed.as_bytes().len() > MAX_ANSWER_BYTES {
+        return Ok(Outcome::Denied(DenyReason::Malformed));
+    }
+    let Ok(unix_time) = u64::try_from(now) else {
+        return Ok(Outcome::Unavailable("system clock is before 1970".into()));
+    };
+    let code = otp::parse_code(typed.as_bytes(), factor.params.digits);
+    if let Some(code) = code {
+        if let Some(step) = otp::verify_code(&factor.secret, &factor.params, code, unix_time, config.totp.window) {
+            let step = i64::try_from(step).unwrap_or(i64::MAX);
+            return Ok(if store.accept_step(login.user, login.source(), step, now)? {
+                Outcome::Success(Method::Code)
+            } else {
+                Outcome::Denied(DenyReason::Replayed)
+            });
+        }
+    }
+    // Not a current code: it may be a recovery code (imported scratch codes are digits).
+    let Some(normalized) = recovery::normalize(&typed) else {
+        let reason = if code.is_some() { DenyReason::WrongCode } else { DenyReason::Malformed };
+        return Ok(Outcome::Denied(reason));
+    };
+    if store.use_recovery_code(login.user, login.source(), &normalized, now)? {
+        return Ok(Outcome::Success(Method::RecoveryCode));
+    }
+    Ok(Outcome::Denied(DenyReason::WrongCode))
+}
+
+/// `2026-11-24 21:37 UTC`, without pulling in a date library.
+pub fn format_utc(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        secs / 3600,
+        (secs % 3600) / 60
+    )
+}
+
+#[cfg(test)]
+mod tests;
