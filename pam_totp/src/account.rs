@@ -34,7 +34,13 @@ pub fn lookup_user(name: &str) -> Result<Option<Account>, LookupError> {
         let mut result: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: every pointer is valid for the call; buf outlives the use of pwd's fields.
         let rc = unsafe {
-            libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
         };
         if rc == libc::ERANGE && buf.len() < MAX_BUFFER {
             buf.resize(buf.len() * 4, 0);
@@ -44,14 +50,19 @@ pub fn lookup_user(name: &str) -> Result<Option<Account>, LookupError> {
             return if rc == 0 || means_not_found(rc) {
                 Ok(None)
             } else {
-                Err(LookupError(format!("user lookup failed: {}", std::io::Error::from_raw_os_error(rc))))
+                Err(LookupError(format!(
+                    "user lookup failed: {}",
+                    std::io::Error::from_raw_os_error(rc)
+                )))
             };
         }
         let home = if pwd.pw_dir.is_null() {
             String::new()
         } else {
             // SAFETY: getpwnam_r succeeded, so pw_dir points to a NUL-terminated string in buf.
-            unsafe { CStr::from_ptr(pwd.pw_dir) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(pwd.pw_dir) }
+                .to_string_lossy()
+                .into_owned()
         };
         return Ok(Some(Account {
             name: name.to_string(),
@@ -70,7 +81,15 @@ pub fn lookup_uid(uid: libc::uid_t) -> Result<Option<Account>, LookupError> {
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: every pointer is valid for the call.
-        let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
         if rc == libc::ERANGE && buf.len() < MAX_BUFFER {
             buf.resize(buf.len() * 4, 0);
             continue;
@@ -79,16 +98,23 @@ pub fn lookup_uid(uid: libc::uid_t) -> Result<Option<Account>, LookupError> {
             return if rc == 0 || means_not_found(rc) {
                 Ok(None)
             } else {
-                Err(LookupError(format!("user lookup failed: {}", std::io::Error::from_raw_os_error(rc))))
+                Err(LookupError(format!(
+                    "user lookup failed: {}",
+                    std::io::Error::from_raw_os_error(rc)
+                )))
             };
         }
         // SAFETY: getpwuid_r succeeded, so pw_name points to a NUL-terminated string in buf.
-        let name = unsafe { CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned();
+        let name = unsafe { CStr::from_ptr(pwd.pw_name) }
+            .to_string_lossy()
+            .into_owned();
         let home = if pwd.pw_dir.is_null() {
             String::new()
         } else {
             // SAFETY: as above, for pw_dir.
-            unsafe { CStr::from_ptr(pwd.pw_dir) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(pwd.pw_dir) }
+                .to_string_lossy()
+                .into_owned()
         };
         return Ok(Some(Account {
             name,
@@ -109,7 +135,13 @@ pub fn group_gid(name: &str) -> Result<Option<libc::gid_t>, LookupError> {
         let mut result: *mut libc::group = std::ptr::null_mut();
         // SAFETY: every pointer is valid for the call.
         let rc = unsafe {
-            libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
         };
         if rc == libc::ERANGE && buf.len() < MAX_BUFFER {
             buf.resize(buf.len() * 4, 0);
@@ -119,7 +151,10 @@ pub fn group_gid(name: &str) -> Result<Option<libc::gid_t>, LookupError> {
             return if rc == 0 || means_not_found(rc) {
                 Ok(None)
             } else {
-                Err(LookupError(format!("group lookup failed: {}", std::io::Error::from_raw_os_error(rc))))
+                Err(LookupError(format!(
+                    "group lookup failed: {}",
+                    std::io::Error::from_raw_os_error(rc)
+                )))
             };
         }
         return Ok(Some(grp.gr_gid));
@@ -134,7 +169,8 @@ pub fn group_list(account: &Account) -> Result<Vec<libc::gid_t>, LookupError> {
         let mut n = groups.len() as libc::c_int;
         // SAFETY: groups has room for n entries; getgrouplist writes at most n and
         // stores the number it needs in n.
-        let rc = unsafe { libc::getgrouplist(cname.as_ptr(), account.gid, groups.as_mut_ptr(), &mut n) };
+        let rc =
+            unsafe { libc::getgrouplist(cname.as_ptr(), account.gid, groups.as_mut_ptr(), &mut n) };
         if rc >= 0 {
             groups.truncate(n.max(0) as usize);
             return Ok(groups);

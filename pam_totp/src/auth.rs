@@ -42,6 +42,8 @@ impl Login<'_> {
 pub enum Method {
     Code,
     RecoveryCode,
+    /// Enrolled during this login; the factor is stored in the account phase.
+    EnrolledAtLogin,
 }
 
 /// Why the module stands aside (`PAM_IGNORE`).
@@ -50,7 +52,9 @@ pub enum IgnoreReason {
     Exempt(PolicyReason),
     NotEnrolled,
     /// Mandatory but unenrolled, within the grace period that ends at this unix time.
-    GracePeriod { until: i64 },
+    GracePeriod {
+        until: i64,
+    },
     /// The config or store is unusable and `failmode = "open"` lets the login go on.
     FailOpen(String),
 }
@@ -64,9 +68,13 @@ pub enum DenyReason {
     /// The answer cannot be a code at all (empty, letters, too long).
     Malformed,
     /// Too many failures: the pair or the user waits this many seconds.
-    Throttled { wait_secs: u64 },
+    Throttled {
+        wait_secs: u64,
+    },
     /// Mandatory, unenrolled, past any grace period, and no enrollment at login.
     NotEnrolled(PolicyReason),
+    /// Enrollment at login: no right confirmation code was typed.
+    EnrollmentNotConfirmed,
 }
 
 /// The result of a login, mapped to exactly one PAM code by the glue.
@@ -88,18 +96,25 @@ impl fmt::Display for Outcome {
     /// The `result=... reason=...` part of the log line. Never a code or a secret.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::Success(Method::Code) => f.write_str("result=success reason=\"code accepted\""),
+            Outcome::Success(Method::Code) => {
+                f.write_str("result=success reason=\"code accepted\"")
+            }
             Outcome::Success(Method::RecoveryCode) => {
                 f.write_str("result=success reason=\"recovery code accepted\"")
             }
+            Outcome::Success(Method::EnrolledAtLogin) => f.write_str(
+                "result=success reason=\"enrolled at login, stored in the account phase\"",
+            ),
             Outcome::Ignore(r) => {
                 f.write_str("result=ignore reason=\"")?;
                 match r {
                     IgnoreReason::Exempt(p) => write!(f, "exempt: {p}")?,
                     IgnoreReason::NotEnrolled => f.write_str("not enrolled, optional")?,
-                    IgnoreReason::GracePeriod { until } => {
-                        write!(f, "not enrolled, mandatory, in grace period until {}", format_utc(*until))?
-                    }
+                    IgnoreReason::GracePeriod { until } => write!(
+                        f,
+                        "not enrolled, mandatory, in grace period until {}",
+                        format_utc(*until)
+                    )?,
                     IgnoreReason::FailOpen(why) => write!(f, "failmode=open: {why}")?,
                 }
                 f.write_str("\"")
@@ -110,13 +125,20 @@ impl fmt::Display for Outcome {
                     DenyReason::WrongCode => f.write_str("wrong code")?,
                     DenyReason::Replayed => f.write_str("code already used")?,
                     DenyReason::Malformed => f.write_str("malformed answer")?,
-                    DenyReason::Throttled { wait_secs } => write!(f, "throttled for {wait_secs} s")?,
+                    DenyReason::Throttled { wait_secs } => {
+                        write!(f, "throttled for {wait_secs} s")?
+                    }
                     DenyReason::NotEnrolled(p) => write!(f, "not enrolled, mandatory ({p})")?,
+                    DenyReason::EnrollmentNotConfirmed => {
+                        f.write_str("enrollment at login not confirmed")?
+                    }
                 }
                 f.write_str("\"")
             }
             Outcome::Unavailable(why) => write!(f, "result=unavailable reason=\"{why}\""),
-            Outcome::ConversationFailed => f.write_str("result=conv_error reason=\"no answer to the prompt\""),
+            Outcome::ConversationFailed => {
+                f.write_str("result=conv_error reason=\"no answer to the prompt\"")
+            }
         }
     }
 }
@@ -163,14 +185,16 @@ pub fn start_login(
     now: i64,
 ) -> Result<Next, StoreError> {
     if policy.0 == Policy::Exempt {
-        return Ok(Next::Done(Outcome::Ignore(IgnoreReason::Exempt(policy.1)), None));
+        return Ok(Next::Done(
+            Outcome::Ignore(IgnoreReason::Exempt(policy.1)),
+            None,
+        ));
     }
     let state = store.login_state(login.user, login.source())?;
     if let Some(factor) = state.factor {
         let throttled = throttle::wait_secs(state.pair, state.user, now, &config.throttle);
-        let notice = throttled.map(|secs| {
-            Notice::Error(format!("Too many failed attempts: try again in {secs} s."))
-        });
+        let notice = throttled
+            .map(|secs| Notice::Error(format!("Too many failed attempts: try again in {secs} s.")));
         return Ok(Next::AskCode {
             factor: Box::new(factor),
             throttled,
@@ -182,14 +206,19 @@ pub fn start_login(
     }
     let grace = config.policy.grace_period.secs() as i64;
     if grace > 0 {
-        let until = store.first_mandatory_sighting(login.user, now)?.saturating_add(grace);
+        let until = store
+            .first_mandatory_sighting(login.user, now)?
+            .saturating_add(grace);
         if now < until {
             let notice = Notice::Info(format!(
                 "Two-factor authentication becomes mandatory for this account on {}. \
                  Set it up before then with: totp-admin enroll",
                 format_utc(until)
             ));
-            return Ok(Next::Done(Outcome::Ignore(IgnoreReason::GracePeriod { until }), Some(notice)));
+            return Ok(Next::Done(
+                Outcome::Ignore(IgnoreReason::GracePeriod { until }),
+                Some(notice),
+            ));
         }
     }
     if config.policy.enroll_at_login {
@@ -200,7 +229,10 @@ pub fn start_login(
          Contact your administrator."
             .into(),
     );
-    Ok(Next::Done(Outcome::Denied(DenyReason::NotEnrolled(policy.1)), Some(notice)))
+    Ok(Next::Done(
+        Outcome::Denied(DenyReason::NotEnrolled(policy.1)),
+        Some(notice),
+    ))
 }
 
 /// Checks the answer to `Verification code: ` and records the result: the accepted time
@@ -244,18 +276,30 @@ fn verify_answer(
     };
     let code = otp::parse_code(typed.as_bytes(), factor.params.digits);
     if let Some(code) = code {
-        if let Some(step) = otp::verify_code(&factor.secret, &factor.params, code, unix_time, config.totp.window) {
+        if let Some(step) = otp::verify_code(
+            &factor.secret,
+            &factor.params,
+            code,
+            unix_time,
+            config.totp.window,
+        ) {
             let step = i64::try_from(step).unwrap_or(i64::MAX);
-            return Ok(if store.accept_step(login.user, login.source(), step, now)? {
-                Outcome::Success(Method::Code)
-            } else {
-                Outcome::Denied(DenyReason::Replayed)
-            });
+            return Ok(
+                if store.accept_step(login.user, login.source(), step, now)? {
+                    Outcome::Success(Method::Code)
+                } else {
+                    Outcome::Denied(DenyReason::Replayed)
+                },
+            );
         }
     }
     // Not a current code: it may be a recovery code (imported scratch codes are digits).
     let Some(normalized) = recovery::normalize(&typed) else {
-        let reason = if code.is_some() { DenyReason::WrongCode } else { DenyReason::Malformed };
+        let reason = if code.is_some() {
+            DenyReason::WrongCode
+        } else {
+            DenyReason::Malformed
+        };
         return Ok(Outcome::Denied(reason));
     };
     if store.use_recovery_code(login.user, login.source(), &normalized, now)? {

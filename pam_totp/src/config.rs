@@ -179,7 +179,9 @@ impl std::str::FromStr for Duration {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
         let bad = || format!("bad duration {text:?}: use a number with s, m, h or d, e.g. \"5m\"");
         let n: u64 = number.parse().map_err(|_| bad())?;
@@ -273,11 +275,14 @@ impl Config {
                 Some(libc::ELOOP) => ConfigError::Insecure(owned(), "it is a symbolic link".into()),
                 _ => ConfigError::Unreadable(owned(), e),
             })?;
-        let meta = file.metadata().map_err(|e| ConfigError::Unreadable(owned(), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| ConfigError::Unreadable(owned(), e))?;
         if !meta.is_file() {
             return Err(ConfigError::Insecure(owned(), "not a regular file".into()));
         }
-        check_owner_and_mode(&meta, "the file").map_err(|why| ConfigError::Insecure(owned(), why))?;
+        check_owner_and_mode(&meta, "the file")
+            .map_err(|why| ConfigError::Insecure(owned(), why))?;
         if meta.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::Invalid(owned(), "file is too large".into()));
         }
@@ -302,7 +307,10 @@ impl Config {
             return Err(format!("totp.digits = {}: must be 6, 7 or 8", t.digits));
         }
         if !(1..=3600).contains(&t.period) {
-            return Err(format!("totp.period = {}: must be 1 to 3600 seconds", t.period));
+            return Err(format!(
+                "totp.period = {}: must be 1 to 3600 seconds",
+                t.period
+            ));
         }
         if t.window > 10 {
             return Err(format!("totp.window = {}: must be 0 to 10 steps", t.window));
@@ -330,10 +338,16 @@ impl Config {
             ));
         }
         if self.recovery.codes > 100 {
-            return Err(format!("recovery.codes = {}: at most 100", self.recovery.codes));
+            return Err(format!(
+                "recovery.codes = {}: at most 100",
+                self.recovery.codes
+            ));
         }
         if !self.store.path.is_absolute() {
-            return Err(format!("store.path = {:?}: must be an absolute path", self.store.path));
+            return Err(format!(
+                "store.path = {:?}: must be an absolute path",
+                self.store.path
+            ));
         }
         if self.totp.issuer.chars().any(|c| c.is_control() || c == ':') {
             return Err("totp.issuer may not contain ':' or control characters".into());

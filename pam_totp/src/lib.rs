@@ -13,10 +13,12 @@
 pub mod account;
 pub mod auth;
 pub mod config;
+pub mod enroll;
 pub mod log;
 pub mod otp;
 pub mod pam;
 pub mod policy;
+pub mod qr;
 pub mod recovery;
 pub mod secret;
 pub mod store;

@@ -70,7 +70,13 @@ mod tests {
             decision_line(&login, &Outcome::Success(Method::Code)),
             "user=\"alice\" service=\"sshd\" source=\"192.0.2.7\" result=success reason=\"code accepted\""
         );
-        let line = decision_line(&login, &Outcome::Denied(DenyReason::Throttled { wait_secs: 42 }));
-        assert!(line.ends_with("result=failure reason=\"throttled for 42 s\""), "{line}");
+        let line = decision_line(
+            &login,
+            &Outcome::Denied(DenyReason::Throttled { wait_secs: 42 }),
+        );
+        assert!(
+            line.ends_with("result=failure reason=\"throttled for 42 s\""),
+            "{line}"
+        );
     }
 }

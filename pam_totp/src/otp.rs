@@ -40,7 +40,9 @@ impl FromStr for Algorithm {
             "SHA1" => Ok(Algorithm::Sha1),
             "SHA256" => Ok(Algorithm::Sha256),
             "SHA512" => Ok(Algorithm::Sha512),
-            _ => Err(format!("unknown algorithm {s:?} (use SHA1, SHA256 or SHA512)")),
+            _ => Err(format!(
+                "unknown algorithm {s:?} (use SHA1, SHA256 or SHA512)"
+            )),
         }
     }
 }
@@ -104,7 +106,11 @@ pub fn parse_code(typed: &[u8], digits: u32) -> Option<u32> {
     if typed.len() != digits as usize || !typed.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(typed.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')))
+    Some(
+        typed
+            .iter()
+            .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')),
+    )
 }
 
 /// Checks a typed code against every step within `window` steps of `unix_time` and
@@ -146,7 +152,9 @@ impl fmt::Display for Base32Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Base32Error::BadCharacter => "the key may contain only the letters A-Z and digits 2-7",
-            Base32Error::BadLength => "the key's length is not a whole number of bytes (truncated?)",
+            Base32Error::BadLength => {
+                "the key's length is not a whole number of bytes (truncated?)"
+            }
             Base32Error::TooShort => "the key is shorter than 80 bits (16 base32 characters)",
             Base32Error::TooLong => "the key is longer than 1024 bits",
         })
@@ -337,21 +345,42 @@ mod tests {
         let key = decode_base32("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").unwrap();
         assert_eq!(*encode_base32(&key), "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP");
         let spaced = decode_base32("jbsw y3dp-ehpk 3pxp").unwrap();
-        assert_eq!(spaced.as_bytes(), decode_base32("JBSWY3DPEHPK3PXP").unwrap().as_bytes());
+        assert_eq!(
+            spaced.as_bytes(),
+            decode_base32("JBSWY3DPEHPK3PXP").unwrap().as_bytes()
+        );
         let padded = decode_base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").unwrap();
         assert_eq!(padded.as_bytes(), SEED20);
-        assert_eq!(*grouped_base32(&padded), "GEZD GNBV GY3T QOJQ GEZD GNBV GY3T QOJQ");
+        assert_eq!(
+            *grouped_base32(&padded),
+            "GEZD GNBV GY3T QOJQ GEZD GNBV GY3T QOJQ"
+        );
     }
 
     #[test]
     fn base32_refusals() {
-        assert_eq!(decode_base32("JBSWY3DPEHPK3PX1").unwrap_err(), Base32Error::BadCharacter);
+        assert_eq!(
+            decode_base32("JBSWY3DPEHPK3PX1").unwrap_err(),
+            Base32Error::BadCharacter
+        );
         // 17 characters do not end on a byte boundary with zero bits.
-        assert_eq!(decode_base32("JBSWY3DPEHPK3PXPJ").unwrap_err(), Base32Error::BadLength);
-        assert_eq!(decode_base32("JBSWY3DP").unwrap_err(), Base32Error::TooShort);
+        assert_eq!(
+            decode_base32("JBSWY3DPEHPK3PXPJ").unwrap_err(),
+            Base32Error::BadLength
+        );
+        assert_eq!(
+            decode_base32("JBSWY3DP").unwrap_err(),
+            Base32Error::TooShort
+        );
         assert_eq!(decode_base32("").unwrap_err(), Base32Error::TooShort);
-        assert_eq!(decode_base32("JBSW=Y3DP").unwrap_err(), Base32Error::BadCharacter);
-        assert_eq!(decode_base32(&"A".repeat(400)).unwrap_err(), Base32Error::TooLong);
+        assert_eq!(
+            decode_base32("JBSW=Y3DP").unwrap_err(),
+            Base32Error::BadCharacter
+        );
+        assert_eq!(
+            decode_base32(&"A".repeat(400)).unwrap_err(),
+            Base32Error::TooLong
+        );
     }
 
     #[test]
@@ -359,7 +388,11 @@ mod tests {
         for len in 10..=40 {
             let key = SecretKey::from_bytes((0..len as u8).map(|b| b.wrapping_mul(37)).collect());
             let text = encode_base32(&key);
-            assert_eq!(decode_base32(&text).unwrap().as_bytes(), key.as_bytes(), "len {len}");
+            assert_eq!(
+                decode_base32(&text).unwrap().as_bytes(),
+                key.as_bytes(),
+                "len {len}"
+            );
         }
     }
 }

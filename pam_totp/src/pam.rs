@@ -3,12 +3,17 @@
 //! Every unsafe call into libpam lives in this file.
 
 use crate::account::Membership;
-use crate::auth::{self, Login, Next, Notice, Outcome};
+use crate::auth::{self, Login, Method, Next, Notice, Outcome};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::enroll::{self, NewFactor};
 use crate::log::decision_line;
+use crate::otp::grouped_base32;
 use crate::policy::{policy_for, Policy};
+use crate::qr::qr_lines;
+use crate::recovery::HashedCode;
 use crate::secret::Answer;
 use crate::store::SqliteStore;
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -32,7 +37,8 @@ struct PamResponse {
     resp_retcode: c_int,
 }
 
-type ConvFn = extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int;
+type ConvFn =
+    extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int;
 
 #[repr(C)]
 struct PamConv {
@@ -42,10 +48,28 @@ struct PamConv {
 
 #[link(name = "pam")]
 extern "C" {
-    fn pam_get_item(pamh: *const pam_handle_t, item_type: c_int, item: *mut *const c_void) -> c_int;
-    fn pam_get_user(pamh: *mut pam_handle_t, user: *mut *const c_char, prompt: *const c_char) -> c_int;
+    fn pam_get_item(pamh: *const pam_handle_t, item_type: c_int, item: *mut *const c_void)
+        -> c_int;
+    fn pam_get_user(
+        pamh: *mut pam_handle_t,
+        user: *mut *const c_char,
+        prompt: *const c_char,
+    ) -> c_int;
     fn pam_syslog(pamh: *const pam_handle_t, priority: c_int, fmt: *const c_char, ...);
+    fn pam_set_data(
+        pamh: *mut pam_handle_t,
+        name: *const c_char,
+        data: *mut c_void,
+        cleanup: Option<CleanupFn>,
+    ) -> c_int;
+    fn pam_get_data(
+        pamh: *const pam_handle_t,
+        name: *const c_char,
+        data: *mut *const c_void,
+    ) -> c_int;
 }
+
+type CleanupFn = extern "C" fn(*mut pam_handle_t, *mut c_void, c_int);
 
 pub const PAM_SUCCESS: c_int = 0;
 pub const PAM_SYSTEM_ERR: c_int = 4;
@@ -60,9 +84,16 @@ const PAM_TTY: c_int = 3;
 const PAM_RHOST: c_int = 4;
 const PAM_CONV: c_int = 5;
 const PAM_PROMPT_ECHO_OFF: c_int = 1;
+const PAM_PROMPT_ECHO_ON: c_int = 2;
 const PAM_ERROR_MSG: c_int = 3;
 const PAM_TEXT_INFO: c_int = 4;
 const PAM_SILENT: c_int = 0x8000;
+const PAM_DATA_REPLACE: c_int = 0x2000_0000;
+
+/// The name under which a pending enrollment waits for the account phase.
+const PENDING: &CStr = c"pam_totp_pending_enrollment";
+/// Wrong confirmation codes allowed during enrollment at login.
+const ENROLL_ATTEMPTS: u32 = 3;
 
 /// The prompt for the code (a contract: tests and expect scripts match it).
 pub const CODE_PROMPT: &str = "Verification code: ";
@@ -156,13 +187,18 @@ impl Handle {
             return Err(());
         }
         match style {
-            PAM_PROMPT_ECHO_OFF => answer.map(Some).ok_or(()),
+            PAM_PROMPT_ECHO_OFF | PAM_PROMPT_ECHO_ON => answer.map(Some).ok_or(()),
             _ => Ok(None),
         }
     }
 
     fn prompt_hidden(&self, text: &str) -> Result<Answer, ()> {
         self.converse(PAM_PROMPT_ECHO_OFF, text)?.ok_or(())
+    }
+
+    /// Informational lines that must reach the user (enrollment), even with PAM_SILENT.
+    fn tell(&self, text: &str) -> Result<(), ()> {
+        self.converse(PAM_TEXT_INFO, text).map(|_| ())
     }
 
     fn show(&self, notice: &Notice) {
@@ -221,7 +257,9 @@ impl Options {
         for arg in args {
             if let Some(path) = arg.strip_prefix("config=") {
                 if !path.starts_with('/') {
-                    return Err(format!("module argument config={path}: must be an absolute path"));
+                    return Err(format!(
+                        "module argument config={path}: must be an absolute path"
+                    ));
                 }
                 options.config = PathBuf::from(path);
             } else if *arg == "debug" {
@@ -286,7 +324,10 @@ fn guarded(
                 body(&handle, &options)
             }
             Err(why) => {
-                handle.log(libc::LOG_ERR, &format!("result=unavailable reason=\"{why}\""));
+                handle.log(
+                    libc::LOG_ERR,
+                    &format!("result=unavailable reason=\"{why}\""),
+                );
                 PAM_AUTHINFO_UNAVAIL
             }
         }
@@ -297,7 +338,10 @@ fn guarded(
             silent: true,
             debug: false,
         };
-        handle.log(libc::LOG_CRIT, "internal error (panic caught): login refused");
+        handle.log(
+            libc::LOG_CRIT,
+            "internal error (panic caught): login refused",
+        );
         PAM_SYSTEM_ERR
     })
 }
@@ -306,7 +350,10 @@ fn authenticate(handle: &Handle, options: &Options) -> c_int {
     let user = match handle.user() {
         Ok(u) => u,
         Err(rc) => {
-            handle.log(libc::LOG_ERR, "result=failure reason=\"cannot determine the user\"");
+            handle.log(
+                libc::LOG_ERR,
+                "result=failure reason=\"cannot determine the user\"",
+            );
             return rc;
         }
     };
@@ -336,12 +383,17 @@ fn run_login(handle: &Handle, options: &Options, login: &Login<'_>, now: i64) ->
     };
     let failmode = config.policy.failmode;
     let mut membership = Membership::new(login.user);
-    let policy = match policy_for(&config.policy, login.rhost, &mut |g| membership.is_member(g)) {
+    let policy = match policy_for(&config.policy, login.rhost, &mut |g| {
+        membership.is_member(g)
+    }) {
         Ok(p) => p,
         Err(e) => return auth::unavailable(failmode, e.to_string()),
     };
     if handle.debug {
-        handle.log(libc::LOG_DEBUG, &format!("policy {}: {}", policy.0.as_str(), policy.1));
+        handle.log(
+            libc::LOG_DEBUG,
+            &format!("policy {}: {}", policy.0.as_str(), policy.1),
+        );
     }
     if policy.0 == Policy::Exempt {
         // Decided from the configuration alone: the store is not opened.
@@ -376,20 +428,230 @@ fn run_login(handle: &Handle, options: &Options, login: &Login<'_>, now: i64) ->
             auth::check_answer(&config, &store, login, &factor, throttled, &answer, now)
                 .unwrap_or_else(|e| auth::unavailable(failmode, e.to_string()))
         }
-        Next::EnrollNow => {
-            let notice = Notice::Error(
-                "Two-factor authentication is required for this account, but none is set up. \
-                 Contact your administrator."
-                    .into(),
+        Next::EnrollNow => enroll_at_login(handle, &config, login),
+    }
+}
+
+/// A factor confirmed during the auth phase, waiting for the account phase to store
+/// it: a login whose password failed never reaches the account phase, so it never
+/// stores a factor.
+struct Pending {
+    factor: NewFactor,
+    recovery: Vec<HashedCode>,
+    step: u64,
+    stored: Cell<bool>,
+}
+
+/// Enrollment inside the login: the QR code, key and URI, one message per line; the
+/// confirmation code(s); the recovery codes followed by a prompt (sshd shows module text
+/// only together with a following prompt). The factor is kept with pam_set_data.
+fn enroll_at_login(handle: &Handle, config: &Config, login: &Login<'_>) -> Outcome {
+    let host = enroll::hostname();
+    let factor = match enroll::new_factor(config, login.user, &host) {
+        Ok(f) => f,
+        Err(e) => return Outcome::Unavailable(format!("cannot generate a key: {e}")),
+    };
+    let key = grouped_base32(&factor.secret);
+    let mut lines = vec![
+        "Two-factor authentication is required for this account. Set it up now.".to_string(),
+        "Scan this QR code with an authenticator app:".to_string(),
+    ];
+    lines.extend(qr_lines(&factor.uri, config.enroll.qr));
+    let key_line = zeroize::Zeroizing::new(format!("Or enter this key: {}", key.as_str()));
+    let uri_line = zeroize::Zeroizing::new(format!("URI: {}", factor.uri.as_str()));
+    let shown = lines
+        .iter()
+        .map(String::as_str)
+        .chain([key_line.as_str(), uri_line.as_str()])
+        .try_for_each(|line| handle.tell(line));
+    if shown.is_err() {
+        return Outcome::ConversationFailed;
+    }
+    let mut confirmed: Option<u64> = None;
+    for round in 0..config.policy.enroll_confirm_codes {
+        let prompt = if round == 0 {
+            CODE_PROMPT
+        } else {
+            "Next verification code: "
+        };
+        let mut step = None;
+        for _ in 0..ENROLL_ATTEMPTS {
+            let Ok(answer) = handle.prompt_hidden(prompt) else {
+                return Outcome::ConversationFailed;
+            };
+            let now = u64::try_from(unix_now()).unwrap_or(0);
+            step = enroll::confirmation_step(&factor, &answer, now, config.totp.window, confirmed);
+            if step.is_some() {
+                break;
+            }
+            let _ = handle.converse(
+                PAM_ERROR_MSG,
+                if round == 0 {
+                    "That code is not right. Try again."
+                } else {
+                    "That code is not right: wait for the app to show the next code."
+                },
             );
-            handle.show(&notice);
-            Outcome::Denied(auth::DenyReason::NotEnrolled(policy.1))
+        }
+        match step {
+            Some(s) => confirmed = Some(s),
+            None => return Outcome::Denied(auth::DenyReason::EnrollmentNotConfirmed),
+        }
+    }
+    let (codes, hashed) = match enroll::recovery_codes(config.recovery.codes) {
+        Ok(c) => c,
+        Err(e) => return Outcome::Unavailable(format!("cannot generate recovery codes: {e}")),
+    };
+    if !codes.is_empty() {
+        let intro =
+            "Recovery codes (each works once, if you lose your phone). They are shown only now:";
+        if std::iter::once(intro)
+            .chain(codes.iter().map(|c| c.as_str()))
+            .try_for_each(|line| handle.tell(line))
+            .is_err()
+        {
+            return Outcome::ConversationFailed;
+        }
+    }
+    if handle
+        .converse(PAM_PROMPT_ECHO_ON, "Press Enter when you have saved them")
+        .is_err()
+    {
+        return Outcome::ConversationFailed;
+    }
+    let pending = Box::new(Pending {
+        factor,
+        recovery: hashed,
+        step: confirmed.unwrap_or(0),
+        stored: Cell::new(false),
+    });
+    let raw = Box::into_raw(pending);
+    // SAFETY: pamh is valid; raw is a leaked Box that libpam hands back to
+    // drop_pending exactly once (on replacement or at pam_end).
+    let rc = unsafe {
+        pam_set_data(
+            handle.pamh,
+            PENDING.as_ptr(),
+            raw.cast(),
+            Some(drop_pending),
+        )
+    };
+    if rc != PAM_SUCCESS {
+        // SAFETY: libpam did not take ownership, so the Box is still ours.
+        drop(unsafe { Box::from_raw(raw) });
+        return Outcome::Unavailable("cannot keep the enrollment for the account phase".into());
+    }
+    Outcome::Success(Method::EnrolledAtLogin)
+}
+
+/// Frees a pending enrollment at pam_end (or on replacement). One that was never
+/// stored after a successful transaction means the stack lacks the account line.
+extern "C" fn drop_pending(pamh: *mut pam_handle_t, data: *mut c_void, status: c_int) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if data.is_null() {
+            return;
+        }
+        // SAFETY: data is the Box leaked by enroll_at_login, handed back exactly once.
+        let pending = unsafe { Box::from_raw(data.cast::<Pending>()) };
+        if pending.stored.get() || status & PAM_DATA_REPLACE != 0 || pamh.is_null() {
+            return;
+        }
+        let handle = Handle {
+            pamh,
+            silent: true,
+            debug: false,
+        };
+        let user = crate::log::quoted(&pending.factor.user);
+        if status & 0xff == PAM_SUCCESS {
+            handle.log(
+                libc::LOG_ERR,
+                &format!(
+                    "user={user} result=unavailable reason=\"configuration error: enrollment at login \
+                     was not stored; add 'account required pam_totp.so' to this PAM service\""
+                ),
+            );
+        } else {
+            handle.log(
+                libc::LOG_NOTICE,
+                &format!("user={user} result=failure reason=\"login failed; enrollment at login discarded\""),
+            );
+        }
+    }));
+}
+
+/// The account phase stores a factor enrolled during this login's auth phase, which
+/// libpam runs only after the whole auth stack passed.
+fn account(handle: &Handle, options: &Options) -> c_int {
+    let mut data: *const c_void = std::ptr::null();
+    // SAFETY: pamh is valid; data is a valid out-pointer.
+    let rc = unsafe { pam_get_data(handle.pamh, PENDING.as_ptr(), &mut data) };
+    if rc != PAM_SUCCESS || data.is_null() {
+        return PAM_IGNORE;
+    }
+    // SAFETY: the data under PENDING is always a Pending set by enroll_at_login, alive
+    // until pam_end.
+    let pending = unsafe { &*data.cast::<Pending>() };
+    if pending.stored.get() {
+        return PAM_SUCCESS;
+    }
+    let user = handle.user().unwrap_or_default();
+    let service = handle.item(PAM_SERVICE).unwrap_or_default();
+    let rhost = handle.item(PAM_RHOST);
+    let tty = handle.item(PAM_TTY);
+    let login = Login {
+        user: &pending.factor.user,
+        service: &service,
+        rhost: rhost.as_deref(),
+        tty: tty.as_deref(),
+    };
+    let result = if user != pending.factor.user {
+        Err("the user changed between auth and account".to_string())
+    } else {
+        Config::load(&options.config)
+            .map_err(|e| e.to_string())
+            .and_then(|config| SqliteStore::open(&config.store.path).map_err(|e| e.to_string()))
+            .and_then(|store| {
+                enroll::activate(
+                    &store,
+                    &pending.factor,
+                    &pending.recovery,
+                    Some(pending.step),
+                    unix_now(),
+                )
+                .map_err(|e| e.to_string())
+            })
+    };
+    match result {
+        Ok(()) => {
+            pending.stored.set(true);
+            handle.log(
+                libc::LOG_NOTICE,
+                &format!(
+                    "{} result=success reason=\"enrolled at login\"",
+                    login_fields(&login)
+                ),
+            );
+            PAM_SUCCESS
+        }
+        Err(why) => {
+            handle.log(
+                libc::LOG_ERR,
+                &format!(
+                    "{} result=unavailable reason=\"enrollment not stored: {why}\"",
+                    login_fields(&login)
+                ),
+            );
+            PAM_AUTHINFO_UNAVAIL
         }
     }
 }
 
-fn account(_handle: &Handle, _options: &Options) -> c_int {
-    PAM_IGNORE
+fn login_fields(login: &Login<'_>) -> String {
+    let line = decision_line(login, &Outcome::ConversationFailed);
+    line.split(" result=")
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[no_mangle]
@@ -461,9 +723,18 @@ mod tests {
     #[test]
     fn return_codes() {
         assert_eq!(pam_code(&Outcome::Success(Method::Code)), PAM_SUCCESS);
-        assert_eq!(pam_code(&Outcome::Ignore(IgnoreReason::NotEnrolled)), PAM_IGNORE);
-        assert_eq!(pam_code(&Outcome::Denied(DenyReason::WrongCode)), PAM_AUTH_ERR);
-        assert_eq!(pam_code(&Outcome::Unavailable("x".into())), PAM_AUTHINFO_UNAVAIL);
+        assert_eq!(
+            pam_code(&Outcome::Ignore(IgnoreReason::NotEnrolled)),
+            PAM_IGNORE
+        );
+        assert_eq!(
+            pam_code(&Outcome::Denied(DenyReason::WrongCode)),
+            PAM_AUTH_ERR
+        );
+        assert_eq!(
+            pam_code(&Outcome::Unavailable("x".into())),
+            PAM_AUTHINFO_UNAVAIL
+        );
         assert_eq!(pam_code(&Outcome::ConversationFailed), PAM_CONV_ERR);
     }
 
@@ -474,7 +745,10 @@ mod tests {
         assert!(o.debug);
         assert!(Options::parse(&["config=relative.toml"]).is_err());
         assert!(Options::parse(&["nullok"]).is_err());
-        assert_eq!(Options::parse(&[]).unwrap().config, PathBuf::from(DEFAULT_CONFIG_PATH));
+        assert_eq!(
+            Options::parse(&[]).unwrap().config,
+            PathBuf::from(DEFAULT_CONFIG_PATH)
+        );
     }
 
     #[test]

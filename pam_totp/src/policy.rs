@@ -81,7 +81,10 @@ pub fn policy_for(
     }
     for group in &config.mandatory_groups {
         if is_member(group)? {
-            return Ok((Policy::Mandatory, PolicyReason::MandatoryGroup(group.clone())));
+            return Ok((
+                Policy::Mandatory,
+                PolicyReason::MandatoryGroup(group.clone()),
+            ));
         }
     }
     Ok((Policy::Optional, PolicyReason::Default))
@@ -206,7 +209,11 @@ mod tests {
                         if in_exempt_group {
                             groups.push("svc");
                         }
-                        let rhost = if from_exempt_net { "10.1.2.3" } else { "192.0.2.1" };
+                        let rhost = if from_exempt_net {
+                            "10.1.2.3"
+                        } else {
+                            "192.0.2.1"
+                        };
                         let got = decide(&c, Some(rhost), &groups);
                         let want = if in_exempt_group || from_exempt_net {
                             Policy::Exempt
@@ -232,7 +239,10 @@ mod tests {
         );
         let mut none = |_: &str| Ok(false);
         let (_, reason) = policy_for(&c, Some("10.9.9.9"), &mut none).unwrap();
-        assert_eq!(reason.to_string(), "source inside exempt network 10.0.0.0/8");
+        assert_eq!(
+            reason.to_string(),
+            "source inside exempt network 10.0.0.0/8"
+        );
     }
 
     #[test]
@@ -243,7 +253,10 @@ mod tests {
             calls += 1;
             Ok(false)
         };
-        assert_eq!(policy_for(&c, None, &mut member).unwrap().0, Policy::Mandatory);
+        assert_eq!(
+            policy_for(&c, None, &mut member).unwrap().0,
+            Policy::Mandatory
+        );
         assert_eq!(calls, 0);
     }
 
@@ -256,7 +269,12 @@ mod tests {
 
     #[test]
     fn networks() {
-        let c = config(true, &[], &[], &["10.0.0.0/8", "192.168.1.0/24", "2001:db8::/32", "127.0.0.1"]);
+        let c = config(
+            true,
+            &[],
+            &[],
+            &["10.0.0.0/8", "192.168.1.0/24", "2001:db8::/32", "127.0.0.1"],
+        );
         for (rhost, exempt) in [
             ("10.0.0.1", true),
             ("10.255.255.255", true),
@@ -287,7 +305,14 @@ mod tests {
         let all: Network = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("8.8.8.8".parse().unwrap()));
         assert!(!all.contains("::1".parse().unwrap()));
-        for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "10.0.0.0/", "x/8", "10.0.0.0/-1"] {
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "10.0.0.0/",
+            "x/8",
+            "10.0.0.0/-1",
+        ] {
             assert!(bad.parse::<Network>().is_err(), "{bad}");
         }
     }

@@ -107,7 +107,11 @@ mod tests {
     #[test]
     fn hash_matches_any_typed_form() {
         let stored = hash_new("abcd-efgh-jkmn-pqrs").unwrap();
-        for typed in ["abcd-efgh-jkmn-pqrs", "ABCD EFGH JKMN PQRS", "abcdefghjkmnpqrs"] {
+        for typed in [
+            "abcd-efgh-jkmn-pqrs",
+            "ABCD EFGH JKMN PQRS",
+            "abcdefghjkmnpqrs",
+        ] {
             let n = normalize(&Answer::from(typed)).unwrap();
             assert!(matches(&stored, &n), "{typed}");
         }

@@ -6,11 +6,11 @@
 //! `BEGIN IMMEDIATE` transaction.
 
 use crate::config::check_owner_and_mode;
+use crate::config::ThrottleConfig;
 use crate::otp::{Algorithm, OtpParams};
 use crate::recovery::{self, HashedCode, SALT_LEN};
 use crate::secret::SecretKey;
 use crate::throttle::{self, PairFailures, UserFailures};
-use crate::config::ThrottleConfig;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -109,7 +109,13 @@ pub trait Store {
     fn accept_step(&self, user: &str, source: &str, step: i64, now: i64) -> Result<bool>;
     /// Marks an unused recovery code matching `normalized` used; clears the pair's
     /// failures on success. Exactly one racing caller gets `true`.
-    fn use_recovery_code(&self, user: &str, source: &str, normalized: &[u8], now: i64) -> Result<bool>;
+    fn use_recovery_code(
+        &self,
+        user: &str,
+        source: &str,
+        normalized: &[u8],
+        now: i64,
+    ) -> Result<bool>;
     /// Counts one failure for (user, source) and for the user; returns the new counts.
     fn record_failure(
         &self,
@@ -132,6 +138,9 @@ pub trait Store {
     fn recovery_codes_left(&self, user: &str) -> Result<u32>;
     /// Every enrolled user, sorted by name.
     fn list(&self) -> Result<Vec<UserSummary>>;
+    /// The user's throttle counters for every source, sorted by source, and the
+    /// per-user ceiling window (for `totp-admin status`: is the user locked anywhere?).
+    fn throttle_state(&self, user: &str) -> Result<(Vec<(String, PairFailures)>, UserFailures)>;
 }
 
 /// The embedded SQLite store.
@@ -181,28 +190,45 @@ CREATE TABLE IF NOT EXISTS grace (
 /// as such, so the caller can tell "nobody enrolled yet" from "tampered with".
 fn check_store_path(path: &Path) -> Result<()> {
     let owned = || path.to_path_buf();
-    let dir = path.parent().ok_or_else(|| StoreError::Insecure(owned(), "no directory".into()))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| StoreError::Insecure(owned(), "no directory".into()))?;
     let dir_meta = std::fs::symlink_metadata(dir)
         .map_err(|e| StoreError::Insecure(owned(), format!("directory {}: {e}", dir.display())))?;
     if !dir_meta.is_dir() {
-        return Err(StoreError::Insecure(owned(), format!("{} is not a directory", dir.display())));
+        return Err(StoreError::Insecure(
+            owned(),
+            format!("{} is not a directory", dir.display()),
+        ));
     }
-    check_owner_and_mode(&dir_meta, "its directory").map_err(|why| StoreError::Insecure(owned(), why))?;
+    check_owner_and_mode(&dir_meta, "its directory")
+        .map_err(|why| StoreError::Insecure(owned(), why))?;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Missing(owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::Missing(owned()))
+        }
         Err(e) => return Err(StoreError::Insecure(owned(), e.to_string())),
     };
     if !meta.file_type().is_file() {
-        return Err(StoreError::Insecure(owned(), "not a regular file (a symbolic link?)".into()));
+        return Err(StoreError::Insecure(
+            owned(),
+            "not a regular file (a symbolic link?)".into(),
+        ));
     }
     if meta.uid() != 0 {
-        return Err(StoreError::Insecure(owned(), format!("owned by uid {}, not root", meta.uid())));
+        return Err(StoreError::Insecure(
+            owned(),
+            format!("owned by uid {}, not root", meta.uid()),
+        ));
     }
     if meta.mode() & 0o077 != 0 {
         return Err(StoreError::Insecure(
             owned(),
-            format!("mode {:04o} lets others read it; run chmod 600", meta.mode() & 0o7777),
+            format!(
+                "mode {:04o} lets others read it; run chmod 600",
+                meta.mode() & 0o7777
+            ),
         ));
     }
     Ok(())
@@ -229,7 +255,9 @@ impl SqliteStore {
     /// and the schema when missing, and migrating an older schema forward. Writes are
     /// synchronous (`FULL`): an enrollment survives a power loss.
     pub fn open_or_create(path: &Path) -> Result<SqliteStore> {
-        let dir = path.parent().ok_or_else(|| StoreError::Insecure(path.into(), "no directory".into()))?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| StoreError::Insecure(path.into(), "no directory".into()))?;
         if !dir.exists() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -244,7 +272,9 @@ impl SqliteStore {
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
-                .map_err(|e| StoreError::Sqlite(format!("cannot create {}: {e}", path.display())))?;
+                .map_err(|e| {
+                    StoreError::Sqlite(format!("cannot create {}: {e}", path.display()))
+                })?;
         }
         check_store_path(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -284,7 +314,9 @@ impl SqliteStore {
     }
 
     fn schema_version(&self) -> Result<i64> {
-        Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
     /// Creates or migrates the schema to [`SCHEMA_VERSION`]; refuses a newer one.
@@ -304,7 +336,9 @@ impl SqliteStore {
 
     /// `PRAGMA integrity_check`: `Ok(())` when SQLite finds nothing wrong.
     pub fn integrity_check(&self) -> Result<()> {
-        let result: String = self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        let result: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         if result == "ok" {
             Ok(())
         } else {
@@ -352,13 +386,24 @@ impl SqliteStore {
                 },
             )
             .optional()?;
-        let Some((mut secret, algorithm, digits, period, created_at, confirmed_at, last_used_at, last_step)) = row
+        let Some((
+            mut secret,
+            algorithm,
+            digits,
+            period,
+            created_at,
+            confirmed_at,
+            last_used_at,
+            last_step,
+        )) = row
         else {
             return Ok(None);
         };
         let algorithm: Algorithm = algorithm.parse().map_err(StoreError::Corrupt)?;
         if !(6..=8).contains(&digits) || !(1..=3600).contains(&period) || secret.len() < 10 {
-            return Err(StoreError::Corrupt(format!("factor of {user:?} has bad parameters")));
+            return Err(StoreError::Corrupt(format!(
+                "factor of {user:?} has bad parameters"
+            )));
         }
         Ok(Some(Factor {
             secret: SecretKey::from_bytes(std::mem::take(&mut *secret)),
@@ -376,7 +421,10 @@ impl SqliteStore {
 }
 
 fn clear_pair(c: &Connection, user: &str, source: &str) -> Result<()> {
-    c.execute("DELETE FROM throttle WHERE user = ?1 AND source = ?2", params![user, source])?;
+    c.execute(
+        "DELETE FROM throttle WHERE user = ?1 AND source = ?2",
+        params![user, source],
+    )?;
     Ok(())
 }
 
@@ -409,17 +457,30 @@ impl Store for SqliteStore {
         })
     }
 
-    fn use_recovery_code(&self, user: &str, source: &str, normalized: &[u8], now: i64) -> Result<bool> {
+    fn use_recovery_code(
+        &self,
+        user: &str,
+        source: &str,
+        normalized: &[u8],
+        now: i64,
+    ) -> Result<bool> {
         self.immediate(|c| {
-            let mut stmt =
-                c.prepare("SELECT id, salt, hash FROM recovery_codes WHERE user = ?1 AND used_at IS NULL")?;
+            let mut stmt = c.prepare(
+                "SELECT id, salt, hash FROM recovery_codes WHERE user = ?1 AND used_at IS NULL",
+            )?;
             let rows = stmt.query_map(params![user], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
             })?;
             let mut found = None;
             for row in rows {
                 let (id, salt, hash) = row?;
-                let (Ok(salt), Ok(hash)) = (<[u8; SALT_LEN]>::try_from(salt), <[u8; 32]>::try_from(hash)) else {
+                let (Ok(salt), Ok(hash)) =
+                    (<[u8; SALT_LEN]>::try_from(salt), <[u8; 32]>::try_from(hash))
+                else {
                     continue;
                 };
                 if recovery::matches(&HashedCode { salt, hash }, normalized) {
@@ -432,7 +493,10 @@ impl Store for SqliteStore {
                 params![id, now],
             )?;
             if changed == 1 {
-                c.execute("UPDATE factors SET last_used_at = ?2 WHERE user = ?1", params![user, now])?;
+                c.execute(
+                    "UPDATE factors SET last_used_at = ?2 WHERE user = ?1",
+                    params![user, now],
+                )?;
                 clear_pair(c, user, source)?;
             }
             Ok(changed == 1)
@@ -559,6 +623,24 @@ impl Store for SqliteStore {
         }
         Ok(out)
     }
+
+    fn throttle_state(&self, user: &str) -> Result<(Vec<(String, PairFailures)>, UserFailures)> {
+        let mut stmt = self.conn.prepare(
+            "SELECT source, failures, locked_until FROM throttle WHERE user = ?1 ORDER BY source",
+        )?;
+        let rows = stmt.query_map(params![user], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                PairFailures {
+                    failures: u32_from(r.get(1)?),
+                    locked_until: r.get(2)?,
+                },
+            ))
+        })?;
+        let pairs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        let (_, user_failures) = read_throttle(&self.conn, user, "")?;
+        Ok((pairs, user_failures))
+    }
 }
 
 fn read_throttle(c: &Connection, user: &str, source: &str) -> Result<(PairFailures, UserFailures)> {
@@ -593,7 +675,8 @@ fn read_throttle(c: &Connection, user: &str, source: &str) -> Result<(PairFailur
 
 fn write_recovery_codes(c: &Connection, user: &str, codes: &[HashedCode]) -> Result<()> {
     c.execute("DELETE FROM recovery_codes WHERE user = ?1", params![user])?;
-    let mut stmt = c.prepare("INSERT INTO recovery_codes (user, salt, hash) VALUES (?1, ?2, ?3)")?;
+    let mut stmt =
+        c.prepare("INSERT INTO recovery_codes (user, salt, hash) VALUES (?1, ?2, ?3)")?;
     for code in codes {
         stmt.execute(params![user, &code.salt[..], &code.hash[..]])?;
     }

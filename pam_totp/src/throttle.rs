@@ -128,11 +128,17 @@ mod tests {
         }
         pair = pair_after_failure(pair, now, &c);
         assert_eq!(wait_secs(pair, UserFailures::default(), now, &c), Some(60));
-        assert_eq!(wait_secs(pair, UserFailures::default(), now + 59, &c), Some(1));
+        assert_eq!(
+            wait_secs(pair, UserFailures::default(), now + 59, &c),
+            Some(1)
+        );
         assert_eq!(wait_secs(pair, UserFailures::default(), now + 60, &c), None);
         // The next failure after the wait doubles the lockout.
         pair = pair_after_failure(pair, now + 60, &c);
-        assert_eq!(wait_secs(pair, UserFailures::default(), now + 60, &c), Some(120));
+        assert_eq!(
+            wait_secs(pair, UserFailures::default(), now + 60, &c),
+            Some(120)
+        );
     }
 
     #[test]
@@ -148,10 +154,19 @@ mod tests {
             wait_secs(PairFailures::default(), user, start + 100, &c),
             Some(3500)
         );
-        assert_eq!(wait_secs(PairFailures::default(), user, start + 3600, &c), None);
+        assert_eq!(
+            wait_secs(PairFailures::default(), user, start + 3600, &c),
+            None
+        );
         // A failure after the window starts a new one.
         let user = user_after_failure(user, start + 3600);
-        assert_eq!(user, UserFailures { window_start: start + 3600, failures: 1 });
+        assert_eq!(
+            user,
+            UserFailures {
+                window_start: start + 3600,
+                failures: 1
+            }
+        );
     }
 
     #[test]

@@ -1,1 +1,407 @@
+//! Shared harness for the end-to-end tests: paths to the built artifacts, a private
+//! copy of /etc seen through a private mount namespace, test users, codes from
+//! `oathtool`, and a PAM client run through pam_wrapper.
+//!
+//! Nothing here touches the host's /etc: every command that needs the copy runs under
+//! `unshare -m --propagation private` with the copy bind-mounted over /etc, so the
+//! host's files stay as they were (the tests check that with a checksum).
 
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Where the release build lives: `$CARGO_TARGET_DIR/release`, else `target/release`.
+pub fn release_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let target = if target.is_absolute() {
+        target
+    } else {
+        workspace().join(target)
+    };
+    target.join("release")
+}
+
+fn artifact(name: &str) -> PathBuf {
+    let path = release_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build first with `cargo build --release --workspace` (tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The built PAM module.
+pub fn module() -> PathBuf {
+    artifact("libpam_totp.so")
+}
+
+/// The built `totp-admin`.
+pub fn totp_admin() -> PathBuf {
+    artifact("totp-admin")
+}
+
+/// The test PAM application.
+pub fn pam_client() -> PathBuf {
+    artifact("pam-client")
+}
+
+/// These tests create users and bind-mount over /etc: they need root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the end-to-end tests run as root (they use private mount namespaces)"
+    );
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Waits until at least `margin` seconds remain in the current time step, so that a
+/// code computed now is still the current one when the module checks it.
+pub fn wait_for_fresh_step(period: u64, margin: u64) {
+    let into = unix_now() % period;
+    if period - into < margin {
+        std::thread::sleep(Duration::from_secs(period - into));
+    }
+}
+
+/// A TOTP code from `oathtool`, `offset_secs` from now.
+pub fn oathtool(
+    secret: &str,
+    algorithm: &str,
+    digits: u32,
+    period: u64,
+    offset_secs: i64,
+) -> String {
+    let mut cmd = Command::new("oathtool");
+    cmd.arg(format!("--totp={algorithm}"))
+        .arg(format!("--digits={digits}"))
+        .arg(format!("--time-step-size={period}s"))
+        .arg("--base32");
+    if offset_secs != 0 {
+        let t = unix_now() as i64 + offset_secs;
+        cmd.arg(format!("--now=@{t}"));
+    }
+    let out = cmd.arg(secret).output().expect("oathtool is installed");
+    assert!(
+        out.status.success(),
+        "oathtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The default secret used by tests (base32 of "12345678901234567890").
+pub const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+/// A SHA1, 6-digit, 30-second code for [`SECRET`] (or another key), `offset_secs` from now.
+pub fn code(secret: &str, offset_secs: i64) -> String {
+    oathtool(secret, "SHA1", 6, 30, offset_secs)
+}
+
+/// The result of one PAM transaction through pam-client.
+#[derive(Debug)]
+pub struct PamRun {
+    pub stdout: String,
+    /// Lines the module logged through pam_syslog (captured by pam_wrapper).
+    pub logs: Vec<String>,
+    /// `PAM_SUCCESS(0)`, `PAM_AUTH_ERR(7)`, ...
+    pub auth: String,
+    pub acct: Option<String>,
+    /// Everything the process wrote to stderr, to check for secrets.
+    pub stderr: String,
+}
+
+impl PamRun {
+    pub fn auth_is(&self, name: &str) -> bool {
+        self.auth.starts_with(name)
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.logs.iter().any(|l| l.contains(needle))
+    }
+}
+
+/// A private world for one test: a copy of /etc, a home for test users, a config
+/// and store directory, all under one temporary directory removed on drop.
+pub struct Sandbox {
+    pub dir: PathBuf,
+}
+
+/// Runs the rest of the command line with the sandbox's /etc bind-mounted over /etc.
+const ENTER: &str = r#"T="$1"; shift
+mount --bind "$T/etc" /etc || exit 125
+exec "$@""#;
+
+impl Sandbox {
+    pub fn new(name: &str) -> Sandbox {
+        require_root();
+        let base = std::env::temp_dir().join(format!(
+            "pam_totp-{name}-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        ));
+        std::fs::create_dir(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sandbox = Sandbox { dir: base };
+        let status = Command::new("cp")
+            .args(["-a", "/etc"])
+            .arg(sandbox.dir.join("etc"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "copying /etc failed");
+        for dir in ["home", "pam", "totp", "totp/store"] {
+            std::fs::create_dir_all(sandbox.dir.join(dir)).unwrap();
+        }
+        std::fs::set_permissions(
+            sandbox.dir.join("totp/store"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        sandbox
+    }
+
+    /// A command that runs inside a fresh private mount namespace with this sandbox's
+    /// /etc in place of the host's.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "-m",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            ENTER,
+            "enter",
+        ])
+        .arg(&self.dir)
+        .arg(program);
+        cmd
+    }
+
+    /// Runs a command in the sandbox and asserts it succeeded.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self
+            .command(args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn add_group(&self, name: &str) {
+        self.run(&["groupadd", name]);
+    }
+
+    /// A user with a password, a home inside the sandbox, and the given supplementary
+    /// groups. `primary` names an existing group to use as the primary group.
+    pub fn add_user(&self, name: &str, password: &str, primary: Option<&str>, groups: &[&str]) {
+        let home = self.dir.join("home").join(name);
+        let home = home.to_str().unwrap();
+        let mut args = vec!["useradd", "-m", "-d", home, "-s", "/bin/sh"];
+        if let Some(g) = primary {
+            args.extend(["-g", g]);
+        } else {
+            args.push("-U");
+        }
+        let joined = groups.join(",");
+        if !groups.is_empty() {
+            args.extend(["-G", &joined]);
+        }
+        args.push(name);
+        self.run(&args);
+        let mut child = self
+            .command("chpasswd")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{name}:{password}").unwrap();
+        assert!(child.wait().unwrap().success(), "chpasswd failed");
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("totp/config.toml")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.join("totp/store/totp.db")
+    }
+
+    /// Writes the config (root-owned, 0600) with `body`, adding the sandbox's store path
+    /// unless `body` has a `[store]` table of its own.
+    pub fn write_config(&self, body: &str) {
+        let mut text = body.to_string();
+        if !body.contains("[store]") {
+            text.push_str(&format!(
+                "\n[store]\npath = \"{}\"\n",
+                self.store_path().display()
+            ));
+        }
+        write_file(&self.config_path(), &text, 0o600);
+    }
+
+    /// Runs `totp-admin --config <sandbox config> ARGS` as root inside the sandbox.
+    pub fn admin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command(totp_admin())
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Enrolls `user` with a known base32 secret; returns the recovery codes.
+    pub fn enroll(&self, user: &str, secret: &str) -> Vec<String> {
+        let out = self.admin(
+            &["--json", "enroll", "--user", user, "--secret-stdin"],
+            &format!("{secret}\n"),
+        );
+        assert!(
+            out.status.success(),
+            "enroll {user} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let start = text
+            .find("\"recovery_codes\"")
+            .expect("recovery_codes in the JSON");
+        let list = &text[start..];
+        let list = &list[list.find('[').unwrap() + 1..list.find(']').unwrap()];
+        list.split(',')
+            .map(|s| s.trim().trim_matches('"').to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// Writes a PAM service file `name` for pam_wrapper with `lines` (use `{module}` and
+    /// `{config}` as placeholders) and returns the service directory.
+    pub fn service(&self, name: &str, lines: &str) -> PathBuf {
+        let dir = self.dir.join("pam").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = lines
+            .replace("{module}", module().to_str().unwrap())
+            .replace("{config}", self.config_path().to_str().unwrap());
+        write_file(&dir.join(name), &text, 0o644);
+        write_file(
+            &dir.join("other"),
+            "auth required pam_deny.so\naccount required pam_deny.so\n",
+            0o644,
+        );
+        dir
+    }
+
+    /// Runs pam-client through pam_wrapper for `service` (made with [`Sandbox::service`]),
+    /// answering prompts with `answers` (one per line; fewer answers than prompts make
+    /// the conversation fail). `extra` goes on pam-client's command line.
+    pub fn pam(&self, service: &str, user: &str, extra: &[&str], answers: &[u8]) -> PamRun {
+        let dir = self.dir.join("pam").join(service);
+        let mut child = self
+            .command("timeout")
+            .args(["20", pam_client().to_str().unwrap(), service, user])
+            .args(extra)
+            .env("LD_PRELOAD", "libpam_wrapper.so")
+            .env("PAM_WRAPPER", "1")
+            .env("PAM_WRAPPER_SERVICE_DIR", &dir)
+            .env("PAM_WRAPPER_DEBUGLEVEL", "2")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // A large answer must not deadlock against a child that stopped reading.
+        let answers = answers.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&answers);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        parse_run(&out)
+    }
+}
+
+/// Splits pam-client's output into results and the module's log lines.
+pub fn parse_run(out: &Output) -> PamRun {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let field = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key).map(str::to_string))
+    };
+    let logs = stderr
+        .lines()
+        .filter_map(|l| l.split_once("SYSLOG(").map(|(_, rest)| rest.to_string()))
+        .collect();
+    PamRun {
+        auth: field("auth=").unwrap_or_else(|| format!("(no result: {stdout} {stderr})")),
+        acct: field("acct="),
+        logs,
+        stdout,
+        stderr,
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes a file with a mode, root-owned (the tests run as root).
+pub fn write_file(path: &Path, text: &str, mode: u32) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// SHA-256 of a file, to prove the host's copy was left alone.
+pub fn checksum(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}

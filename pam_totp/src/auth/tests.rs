@@ -32,7 +32,10 @@ fn params() -> OtpParams {
 
 fn enrolled_store(recovery_codes: &[&str]) -> SqliteStore {
     let store = SqliteStore::in_memory().unwrap();
-    let hashed: Vec<_> = recovery_codes.iter().map(|c| recovery::hash_new(c).unwrap()).collect();
+    let hashed: Vec<_> = recovery_codes
+        .iter()
+        .map(|c| recovery::hash_new(c).unwrap())
+        .collect();
     store
         .enroll(
             "alice",
@@ -61,11 +64,17 @@ fn mandatory() -> (Policy, PolicyReason) {
 }
 
 /// Runs one whole login: start, and if asked, answer.
-fn attempt(config: &Config, store: &SqliteStore, l: &Login<'_>, answer: &Answer, now: i64) -> Outcome {
+fn attempt(
+    config: &Config,
+    store: &SqliteStore,
+    l: &Login<'_>,
+    answer: &Answer,
+    now: i64,
+) -> Outcome {
     match start_login(config, store, l, optional(), now).unwrap() {
-        Next::AskCode { factor, throttled, .. } => {
-            check_answer(config, store, l, &factor, throttled, answer, now).unwrap()
-        }
+        Next::AskCode {
+            factor, throttled, ..
+        } => check_answer(config, store, l, &factor, throttled, answer, now).unwrap(),
         other => panic!("expected a prompt, got {other:?}"),
     }
 }
@@ -75,7 +84,10 @@ fn current_code_passes_once() {
     let config = Config::default();
     let store = enrolled_store(&[]);
     let l = login("alice", Some("192.0.2.1"));
-    assert_eq!(attempt(&config, &store, &l, &code_at_offset(0), NOW), Outcome::Success(Method::Code));
+    assert_eq!(
+        attempt(&config, &store, &l, &code_at_offset(0), NOW),
+        Outcome::Success(Method::Code)
+    );
     // The same code again, and an earlier one, are replays.
     assert_eq!(
         attempt(&config, &store, &l, &code_at_offset(0), NOW),
@@ -86,7 +98,10 @@ fn current_code_passes_once() {
         Outcome::Denied(DenyReason::Replayed)
     );
     // A later step inside the window is still accepted.
-    assert_eq!(attempt(&config, &store, &l, &code_at_offset(1), NOW), Outcome::Success(Method::Code));
+    assert_eq!(
+        attempt(&config, &store, &l, &code_at_offset(1), NOW),
+        Outcome::Success(Method::Code)
+    );
 }
 
 #[test]
@@ -137,7 +152,11 @@ fn bad_answers_are_plain_failures() {
     ];
     for a in answers {
         let outcome = attempt(&config, &store, &l, &Answer::new(a.to_vec()), NOW + 10_000);
-        assert!(matches!(outcome, Outcome::Denied(_)), "{:?}: {outcome:?}", String::from_utf8_lossy(&a[..a.len().min(10)]));
+        assert!(
+            matches!(outcome, Outcome::Denied(_)),
+            "{:?}: {outcome:?}",
+            String::from_utf8_lossy(&a[..a.len().min(10)])
+        );
     }
 }
 
@@ -147,11 +166,23 @@ fn recovery_codes_work_once() {
     let store = enrolled_store(&["abcd-efgh-jkmn-pqrs", "2345-6789-abcd-efgh"]);
     let l = login("alice", None);
     let code = Answer::from("ABCD EFGH JKMN PQRS");
-    assert_eq!(attempt(&config, &store, &l, &code, NOW), Outcome::Success(Method::RecoveryCode));
-    assert_eq!(store.recovery_codes_left("alice").unwrap(), 1);
-    assert_eq!(attempt(&config, &store, &l, &code, NOW), Outcome::Denied(DenyReason::WrongCode));
     assert_eq!(
-        attempt(&config, &store, &l, &Answer::from("wxyz-wxyz-wxyz-wxyz"), NOW),
+        attempt(&config, &store, &l, &code, NOW),
+        Outcome::Success(Method::RecoveryCode)
+    );
+    assert_eq!(store.recovery_codes_left("alice").unwrap(), 1);
+    assert_eq!(
+        attempt(&config, &store, &l, &code, NOW),
+        Outcome::Denied(DenyReason::WrongCode)
+    );
+    assert_eq!(
+        attempt(
+            &config,
+            &store,
+            &l,
+            &Answer::from("wxyz-wxyz-wxyz-wxyz"),
+            NOW
+        ),
         Outcome::Denied(DenyReason::WrongCode)
     );
 }
@@ -174,7 +205,10 @@ fn throttle_per_source_with_doubling() {
     let attacker = login("alice", Some("203.0.113.66"));
     let wrong = Answer::from("000000");
     for _ in 0..5 {
-        assert_eq!(attempt(&config, &store, &attacker, &wrong, NOW), Outcome::Denied(DenyReason::WrongCode));
+        assert_eq!(
+            attempt(&config, &store, &attacker, &wrong, NOW),
+            Outcome::Denied(DenyReason::WrongCode)
+        );
     }
     // Locked: even the right code fails, and the notice says how long to wait.
     match start_login(&config, &store, &attacker, optional(), NOW + 1).unwrap() {
@@ -182,7 +216,12 @@ fn throttle_per_source_with_doubling() {
             throttled, notice, ..
         } => {
             assert_eq!(throttled, Some(59));
-            assert_eq!(notice, Some(Notice::Error("Too many failed attempts: try again in 59 s.".into())));
+            assert_eq!(
+                notice,
+                Some(Notice::Error(
+                    "Too many failed attempts: try again in 59 s.".into()
+                ))
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -192,9 +231,15 @@ fn throttle_per_source_with_doubling() {
     );
     // Another source is not affected.
     let user = login("alice", Some("198.51.100.1"));
-    assert_eq!(attempt(&config, &store, &user, &code_at_offset(0), NOW + 1), Outcome::Success(Method::Code));
+    assert_eq!(
+        attempt(&config, &store, &user, &code_at_offset(0), NOW + 1),
+        Outcome::Success(Method::Code)
+    );
     // After the wait one more failure locks for twice as long.
-    assert_eq!(attempt(&config, &store, &attacker, &wrong, NOW + 60), Outcome::Denied(DenyReason::WrongCode));
+    assert_eq!(
+        attempt(&config, &store, &attacker, &wrong, NOW + 60),
+        Outcome::Denied(DenyReason::WrongCode)
+    );
     assert_eq!(
         attempt(&config, &store, &attacker, &code_at_offset(2), NOW + 61),
         Outcome::Denied(DenyReason::Throttled { wait_secs: 119 })
@@ -209,7 +254,10 @@ fn success_clears_the_pair() {
     for _ in 0..4 {
         attempt(&config, &store, &l, &Answer::from("000000"), NOW);
     }
-    assert_eq!(attempt(&config, &store, &l, &code_at_offset(0), NOW), Outcome::Success(Method::Code));
+    assert_eq!(
+        attempt(&config, &store, &l, &code_at_offset(0), NOW),
+        Outcome::Success(Method::Code)
+    );
     for _ in 0..4 {
         assert_eq!(
             attempt(&config, &store, &l, &Answer::from("000000"), NOW),
@@ -238,7 +286,10 @@ fn user_ceiling_across_sources() {
     );
     store.unlock("alice").unwrap();
     // NOW + 100 is three steps later.
-    assert_eq!(attempt(&config, &store, &fresh, &code_at_offset(3), NOW + 100), Outcome::Success(Method::Code));
+    assert_eq!(
+        attempt(&config, &store, &fresh, &code_at_offset(3), NOW + 100),
+        Outcome::Success(Method::Code)
+    );
 }
 
 #[test]
@@ -255,15 +306,28 @@ fn unenrolled_users() {
     assert_eq!(o, Outcome::Ignore(IgnoreReason::NotEnrolled));
     // Mandatory without grace: refused, with a message for the user.
     let (o, n) = done(start_login(&config, &store, &l, mandatory(), NOW).unwrap());
-    assert_eq!(o, Outcome::Denied(DenyReason::NotEnrolled(PolicyReason::MandatoryHost)));
+    assert_eq!(
+        o,
+        Outcome::Denied(DenyReason::NotEnrolled(PolicyReason::MandatoryHost))
+    );
     assert!(matches!(n, Some(Notice::Error(t)) if t.contains("administrator")));
     // Mandatory with a grace period counted from the first sighting.
     config.policy.grace_period = Duration(7 * 86_400);
     let (o, n) = done(start_login(&config, &store, &l, mandatory(), NOW).unwrap());
-    assert_eq!(o, Outcome::Ignore(IgnoreReason::GracePeriod { until: NOW + 7 * 86_400 }));
-    assert!(matches!(n, Some(Notice::Info(t)) if t.contains("totp-admin enroll") && t.contains("2027-01-22")));
+    assert_eq!(
+        o,
+        Outcome::Ignore(IgnoreReason::GracePeriod {
+            until: NOW + 7 * 86_400
+        })
+    );
+    assert!(
+        matches!(n, Some(Notice::Info(t)) if t.contains("totp-admin enroll") && t.contains("2027-01-22"))
+    );
     let (o, _) = done(start_login(&config, &store, &l, mandatory(), NOW + 7 * 86_400 - 1).unwrap());
-    assert!(matches!(o, Outcome::Ignore(IgnoreReason::GracePeriod { .. })));
+    assert!(matches!(
+        o,
+        Outcome::Ignore(IgnoreReason::GracePeriod { .. })
+    ));
     let (o, _) = done(start_login(&config, &store, &l, mandatory(), NOW + 7 * 86_400).unwrap());
     assert!(matches!(o, Outcome::Denied(DenyReason::NotEnrolled(_))));
     // Past grace with enrollment at login: enroll now.
@@ -279,13 +343,25 @@ fn exempt_is_ignored_without_the_store() {
     let config = Config::default();
     let store = enrolled_store(&[]);
     let l = login("alice", None);
-    let next = start_login(&config, &store, &l, (Policy::Exempt, PolicyReason::ExemptGroup("svc".into())), NOW);
-    assert!(matches!(next.unwrap(), Next::Done(Outcome::Ignore(IgnoreReason::Exempt(_)), None)));
+    let next = start_login(
+        &config,
+        &store,
+        &l,
+        (Policy::Exempt, PolicyReason::ExemptGroup("svc".into())),
+        NOW,
+    );
+    assert!(matches!(
+        next.unwrap(),
+        Next::Done(Outcome::Ignore(IgnoreReason::Exempt(_)), None)
+    ));
 }
 
 #[test]
 fn failmode() {
-    assert_eq!(unavailable(FailMode::Secure, "x".into()), Outcome::Unavailable("x".into()));
+    assert_eq!(
+        unavailable(FailMode::Secure, "x".into()),
+        Outcome::Unavailable("x".into())
+    );
     assert_eq!(
         unavailable(FailMode::Open, "x".into()),
         Outcome::Ignore(IgnoreReason::FailOpen("x".into()))
@@ -294,16 +370,38 @@ fn failmode() {
 
 #[test]
 fn other_algorithms_and_digits() {
-    for (alg, digits, period) in [(Algorithm::Sha256, 8, 60), (Algorithm::Sha512, 7, 15), (Algorithm::Sha1, 8, 30)] {
+    for (alg, digits, period) in [
+        (Algorithm::Sha256, 8, 60),
+        (Algorithm::Sha512, 7, 15),
+        (Algorithm::Sha1, 8, 30),
+    ] {
         let store = SqliteStore::in_memory().unwrap();
-        let p = OtpParams { algorithm: alg, digits, period };
+        let p = OtpParams {
+            algorithm: alg,
+            digits,
+            period,
+        };
         store
-            .enroll("carol", &Enrollment { secret: &key(), params: p, recovery_codes: &[] }, NOW)
+            .enroll(
+                "carol",
+                &Enrollment {
+                    secret: &key(),
+                    params: p,
+                    recovery_codes: &[],
+                },
+                NOW,
+            )
             .unwrap();
         let code = code_for_step(&key(), &p, step_at(NOW as u64, period));
         let l = login("carol", None);
         assert_eq!(
-            attempt(&Config::default(), &store, &l, &Answer::from(code.as_str()), NOW),
+            attempt(
+                &Config::default(),
+                &store,
+                &l,
+                &Answer::from(code.as_str()),
+                NOW
+            ),
             Outcome::Success(Method::Code),
             "{alg} {digits} {period}"
         );
