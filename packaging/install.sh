@@ -1,0 +1,67 @@
+#!/bin/sh
+# Builds the pam_totp packages from this checkout and installs the .deb, so that a
+# first install is the same as an administrator's:
+#
+#   packaging/install.sh                # module, totp-admin, config, store (2FA not yet on)
+#   packaging/install.sh --enable-sshd  # ... and turn it on for SSH logins
+#
+# --enable-sshd runs `pam-auth-update --enable totp` (the module then runs for every
+# service that includes common-auth, optional for everyone until the config says
+# otherwise) and installs config/sshd_config.d/50-pam-totp.conf so sshd asks through
+# keyboard-interactive, then reloads sshd.
+set -eu
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+enable_sshd=no
+for arg in "$@"; do
+    case "$arg" in
+    --enable-sshd) enable_sshd=yes ;;
+    -h | --help)
+        sed -n '2,12p' "$0"
+        exit 0
+        ;;
+    *)
+        echo "install.sh: unknown option $arg (see --help)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: run as root" >&2
+    exit 1
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "install.sh: cargo not found: install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends build-essential pkg-config libpam0g-dev
+
+bash packaging/build.sh
+
+target=${CARGO_TARGET_DIR:-$root/target}
+deb=$(ls "$target"/packages/*.deb | head -n 1)
+apt-get install -y --no-install-recommends "$deb"
+
+if [ "$enable_sshd" = yes ]; then
+    pam-auth-update --enable totp
+    if [ -d /etc/ssh/sshd_config.d ]; then
+        install -m 0644 config/sshd_config.d/50-pam-totp.conf /etc/ssh/sshd_config.d/50-pam-totp.conf
+        if sshd -t; then
+            systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true
+        else
+            echo "install.sh: sshd -t failed; check /etc/ssh/sshd_config.d/50-pam-totp.conf" >&2
+            exit 1
+        fi
+    fi
+    echo "pam_totp is on for SSH: users enroll with 'totp-admin enroll'."
+else
+    echo "pam_totp is installed but not yet in any PAM stack:"
+    echo "  pam-auth-update --enable totp     (or see README.md for /etc/pam.d/sshd lines)"
+fi
+totp-admin doctor || true
