@@ -155,15 +155,21 @@ pub enum Notice {
 pub enum Next {
     /// Decided without asking anything.
     Done(Outcome, Option<Notice>),
-    /// Ask for a code. When `throttled` is set the answer is refused whatever it is
-    /// (the notice says how long to wait).
-    AskCode {
-        factor: Box<Factor>,
-        throttled: Option<u64>,
-        notice: Option<Notice>,
-    },
+    /// Ask for a code (after the notice, if any).
+    AskCode(Box<Challenge>, Option<Notice>),
     /// Mandatory and unenrolled with `enroll_at_login`: enroll within the login.
     EnrollNow,
+}
+
+/// What an answer to `Verification code: ` is checked against.
+#[derive(Debug)]
+pub struct Challenge {
+    pub factor: Factor,
+    /// Set when the (user, source) pair or the user must wait: the answer is refused
+    /// whatever it is.
+    pub throttled: Option<u64>,
+    /// Failures of the pair so far; a success clears them.
+    pub failures: u32,
 }
 
 /// The outcome when the config or store cannot be used: closed, unless the
@@ -195,11 +201,12 @@ pub fn start_login(
         let throttled = throttle::wait_secs(state.pair, state.user, now, &config.throttle);
         let notice = throttled
             .map(|secs| Notice::Error(format!("Too many failed attempts: try again in {secs} s.")));
-        return Ok(Next::AskCode {
-            factor: Box::new(factor),
+        let challenge = Challenge {
+            factor,
             throttled,
-            notice,
-        });
+            failures: state.pair.failures,
+        };
+        return Ok(Next::AskCode(Box::new(challenge), notice));
     }
     if policy.0 == Policy::Optional {
         return Ok(Next::Done(Outcome::Ignore(IgnoreReason::NotEnrolled), None));
@@ -241,17 +248,22 @@ pub fn check_answer(
     config: &Config,
     store: &dyn Store,
     login: &Login<'_>,
-    factor: &Factor,
-    throttled: Option<u64>,
+    challenge: &Challenge,
     answer: &Answer,
     now: i64,
 ) -> Result<Outcome, StoreError> {
-    if let Some(wait_secs) = throttled {
+    if let Some(wait_secs) = challenge.throttled {
         return Ok(Outcome::Denied(DenyReason::Throttled { wait_secs }));
     }
-    let outcome = verify_answer(config, store, login, factor, answer, now)?;
-    if matches!(outcome, Outcome::Denied(_)) {
-        store.record_failure(login.user, login.source(), now, &config.throttle)?;
+    let outcome = verify_answer(config, store, login, &challenge.factor, answer, now)?;
+    match outcome {
+        Outcome::Denied(_) => {
+            store.record_failure(login.user, login.source(), now, &config.throttle)?;
+        }
+        Outcome::Success(_) if challenge.failures > 0 => {
+            store.clear_failures(login.user, login.source())?
+        }
+        _ => {}
     }
     Ok(outcome)
 }
@@ -284,13 +296,11 @@ fn verify_answer(
             config.totp.window,
         ) {
             let step = i64::try_from(step).unwrap_or(i64::MAX);
-            return Ok(
-                if store.accept_step(login.user, login.source(), step, now)? {
-                    Outcome::Success(Method::Code)
-                } else {
-                    Outcome::Denied(DenyReason::Replayed)
-                },
-            );
+            return Ok(if store.accept_step(login.user, step, now)? {
+                Outcome::Success(Method::Code)
+            } else {
+                Outcome::Denied(DenyReason::Replayed)
+            });
         }
     }
     // Not a current code: it may be a recovery code (imported scratch codes are digits).
@@ -302,7 +312,7 @@ fn verify_answer(
         };
         return Ok(Outcome::Denied(reason));
     };
-    if store.use_recovery_code(login.user, login.source(), &normalized, now)? {
+    if store.use_recovery_code(login.user, &normalized, now)? {
         return Ok(Outcome::Success(Method::RecoveryCode));
     }
     Ok(Outcome::Denied(DenyReason::WrongCode))

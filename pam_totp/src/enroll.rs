@@ -147,12 +147,7 @@ pub fn activate(
         now,
     )?;
     if let Some(step) = confirmed_step {
-        store.accept_step(
-            &factor.user,
-            "enrollment",
-            i64::try_from(step).unwrap_or(i64::MAX),
-            now,
-        )?;
+        store.accept_step(&factor.user, i64::try_from(step).unwrap_or(i64::MAX), now)?;
     }
     Ok(())
 }
@@ -227,8 +222,8 @@ mod tests {
         let (codes, hashed) = recovery_codes(3).unwrap();
         assert_eq!(codes.len(), 3);
         activate(&store, &f, &hashed, Some(100), 5).unwrap();
-        assert!(!store.accept_step("alice", "x", 100, 6).unwrap());
-        assert!(store.accept_step("alice", "x", 101, 6).unwrap());
+        assert!(!store.accept_step("alice", 100, 6).unwrap());
+        assert!(store.accept_step("alice", 101, 6).unwrap());
         assert_eq!(store.recovery_codes_left("alice").unwrap(), 3);
         let listed = store.list().unwrap();
         assert_eq!(listed[0].algorithm, Algorithm::Sha1);

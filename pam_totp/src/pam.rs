@@ -414,18 +414,14 @@ fn run_login(handle: &Handle, options: &Options, login: &Login<'_>, now: i64) ->
             }
             outcome
         }
-        Next::AskCode {
-            factor,
-            throttled,
-            notice,
-        } => {
+        Next::AskCode(challenge, notice) => {
             if let Some(n) = notice {
                 handle.show(&n);
             }
             let Ok(answer) = handle.prompt_hidden(CODE_PROMPT) else {
                 return Outcome::ConversationFailed;
             };
-            auth::check_answer(&config, &store, login, &factor, throttled, &answer, now)
+            auth::check_answer(&config, &store, login, &challenge, &answer, now)
                 .unwrap_or_else(|e| auth::unavailable(failmode, e.to_string()))
         }
         Next::EnrollNow => enroll_at_login(handle, &config, login),

@@ -103,19 +103,15 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub trait Store {
     /// The user's factor and the throttle counters of (user, source).
     fn login_state(&self, user: &str, source: &str) -> Result<LoginState>;
-    /// Accepts `step` for `user` only if it is later than the last accepted step, and
-    /// then clears the (user, source) failures. Exactly one of several racing callers
-    /// with the same step gets `true`.
-    fn accept_step(&self, user: &str, source: &str, step: i64, now: i64) -> Result<bool>;
-    /// Marks an unused recovery code matching `normalized` used; clears the pair's
-    /// failures on success. Exactly one racing caller gets `true`.
-    fn use_recovery_code(
-        &self,
-        user: &str,
-        source: &str,
-        normalized: &[u8],
-        now: i64,
-    ) -> Result<bool>;
+    /// Accepts `step` for `user` only if it is later than the last accepted step, in
+    /// one conditional statement: exactly one of several racing callers with the same
+    /// step gets `true`.
+    fn accept_step(&self, user: &str, step: i64, now: i64) -> Result<bool>;
+    /// Marks an unused recovery code matching `normalized` used. Exactly one racing
+    /// caller gets `true`.
+    fn use_recovery_code(&self, user: &str, normalized: &[u8], now: i64) -> Result<bool>;
+    /// Clears the failures of (user, source) after a success.
+    fn clear_failures(&self, user: &str, source: &str) -> Result<()>;
     /// Counts one failure for (user, source) and for the user; returns the new counts.
     fn record_failure(
         &self,
@@ -148,41 +144,37 @@ pub struct SqliteStore {
     conn: Connection,
 }
 
+/// One row per user who is enrolled or has state (grace, failures); one per
+/// (user, source) with failures; one per recovery code. Few, small tables: SQLite parses
+/// the whole schema on every connection, and a login opens one.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS factors (
+CREATE TABLE users (
     user TEXT PRIMARY KEY NOT NULL,
-    secret BLOB NOT NULL,
-    algorithm TEXT NOT NULL,
-    digits INTEGER NOT NULL,
-    period INTEGER NOT NULL,
-    created_at INTEGER NOT NULL,
+    secret BLOB,
+    algorithm TEXT,
+    digits INTEGER,
+    period INTEGER,
+    created_at INTEGER,
     confirmed_at INTEGER,
     last_used_at INTEGER,
-    last_step INTEGER
+    last_step INTEGER,
+    mandatory_since INTEGER,
+    window_start INTEGER NOT NULL DEFAULT 0,
+    window_failures INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS recovery_codes (
-    id INTEGER PRIMARY KEY,
-    user TEXT NOT NULL,
-    salt BLOB NOT NULL,
-    hash BLOB NOT NULL,
-    used_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS recovery_codes_user ON recovery_codes(user);
-CREATE TABLE IF NOT EXISTS throttle (
+CREATE TABLE throttle (
     user TEXT NOT NULL,
     source TEXT NOT NULL,
     failures INTEGER NOT NULL,
     locked_until INTEGER NOT NULL,
     PRIMARY KEY (user, source)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS user_failures (
-    user TEXT PRIMARY KEY NOT NULL,
-    window_start INTEGER NOT NULL,
-    failures INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS grace (
-    user TEXT PRIMARY KEY NOT NULL,
-    first_seen INTEGER NOT NULL
+CREATE TABLE recovery_codes (
+    user TEXT NOT NULL,
+    salt BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    used_at INTEGER,
+    PRIMARY KEY (user, salt)
 ) WITHOUT ROWID;
 ";
 
@@ -364,143 +356,167 @@ impl SqliteStore {
             }
         }
     }
-
-    fn read_factor(&self, user: &str) -> Result<Option<Factor>> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT secret, algorithm, digits, period, created_at, confirmed_at, last_used_at, last_step
-                 FROM factors WHERE user = ?1",
-                params![user],
-                |r| {
-                    Ok((
-                        zeroize::Zeroizing::new(r.get::<_, Vec<u8>>(0)?),
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, Option<i64>>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
-                        r.get::<_, Option<i64>>(7)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((
-            mut secret,
-            algorithm,
-            digits,
-            period,
-            created_at,
-            confirmed_at,
-            last_used_at,
-            last_step,
-        )) = row
-        else {
-            return Ok(None);
-        };
-        let algorithm: Algorithm = algorithm.parse().map_err(StoreError::Corrupt)?;
-        if !(6..=8).contains(&digits) || !(1..=3600).contains(&period) || secret.len() < 10 {
-            return Err(StoreError::Corrupt(format!(
-                "factor of {user:?} has bad parameters"
-            )));
-        }
-        Ok(Some(Factor {
-            secret: SecretKey::from_bytes(std::mem::take(&mut *secret)),
-            params: OtpParams {
-                algorithm,
-                digits: digits as u32,
-                period: period as u64,
-            },
-            created_at,
-            confirmed_at,
-            last_used_at,
-            last_step,
-        }))
-    }
 }
 
-fn clear_pair(c: &Connection, user: &str, source: &str) -> Result<()> {
-    c.execute(
-        "DELETE FROM throttle WHERE user = ?1 AND source = ?2",
-        params![user, source],
-    )?;
-    Ok(())
+/// The columns of a factor, in the order [`factor_from_row`] reads them from `first`.
+const FACTOR_COLUMNS: &str =
+    "secret, algorithm, digits, period, created_at, confirmed_at, last_used_at, last_step";
+
+fn factor_from_row(
+    user: &str,
+    r: &rusqlite::Row<'_>,
+    first: usize,
+) -> rusqlite::Result<Option<Factor>> {
+    let Some(secret) = r.get::<_, Option<Vec<u8>>>(first)? else {
+        return Ok(None);
+    };
+    let secret = SecretKey::from_bytes(secret);
+    let bad = |why: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            first,
+            rusqlite::types::Type::Text,
+            Box::new(StoreError::Corrupt(why)),
+        )
+    };
+    let algorithm: Algorithm = r
+        .get::<_, Option<String>>(first + 1)?
+        .unwrap_or_default()
+        .parse()
+        .map_err(bad)?;
+    let digits: i64 = r.get::<_, Option<i64>>(first + 2)?.unwrap_or(0);
+    let period: i64 = r.get::<_, Option<i64>>(first + 3)?.unwrap_or(0);
+    if !(6..=8).contains(&digits) || !(1..=3600).contains(&period) || secret.as_bytes().len() < 10 {
+        return Err(bad(format!("factor of {user:?} has bad parameters")));
+    }
+    Ok(Some(Factor {
+        secret,
+        params: OtpParams {
+            algorithm,
+            digits: digits as u32,
+            period: period as u64,
+        },
+        created_at: r.get::<_, Option<i64>>(first + 4)?.unwrap_or(0),
+        confirmed_at: r.get(first + 5)?,
+        last_used_at: r.get(first + 6)?,
+        last_step: r.get(first + 7)?,
+    }))
+}
+
+fn store_error(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(_, _, inner) => {
+            match inner.downcast::<StoreError>() {
+                Ok(store) => *store,
+                Err(other) => StoreError::Sqlite(other.to_string()),
+            }
+        }
+        other => other.into(),
+    }
 }
 
 fn u32_from(v: i64) -> u32 {
     v.clamp(0, i64::from(u32::MAX)) as u32
 }
 
+fn read_pair(c: &Connection, user: &str, source: &str) -> Result<PairFailures> {
+    Ok(c.query_row(
+        "SELECT failures, locked_until FROM throttle WHERE user = ?1 AND source = ?2",
+        params![user, source],
+        |r| {
+            Ok(PairFailures {
+                failures: u32_from(r.get(0)?),
+                locked_until: r.get(1)?,
+            })
+        },
+    )
+    .optional()?
+    .unwrap_or_default())
+}
+
+fn read_window(c: &Connection, user: &str) -> Result<UserFailures> {
+    Ok(c.query_row(
+        "SELECT window_start, window_failures FROM users WHERE user = ?1",
+        params![user],
+        |r| {
+            Ok(UserFailures {
+                window_start: r.get(0)?,
+                failures: u32_from(r.get(1)?),
+            })
+        },
+    )
+    .optional()?
+    .unwrap_or_default())
+}
+
 impl Store for SqliteStore {
+    /// One statement: the user's row joined with the (user, source) throttle row.
     fn login_state(&self, user: &str, source: &str) -> Result<LoginState> {
-        let factor = self.read_factor(user)?;
-        let (pair, user_failures) = read_throttle(&self.conn, user, source)?;
-        Ok(LoginState {
-            factor,
-            pair,
-            user: user_failures,
-        })
+        let sql = format!(
+            "SELECT {FACTOR_COLUMNS}, u.window_start, u.window_failures, t.failures, t.locked_until
+             FROM users u LEFT JOIN throttle t ON t.user = u.user AND t.source = ?2
+             WHERE u.user = ?1"
+        );
+        let state = self
+            .conn
+            .query_row(&sql, params![user, source], |r| {
+                Ok(LoginState {
+                    factor: factor_from_row(user, r, 0)?,
+                    user: UserFailures {
+                        window_start: r.get(8)?,
+                        failures: u32_from(r.get(9)?),
+                    },
+                    pair: PairFailures {
+                        failures: u32_from(r.get::<_, Option<i64>>(10)?.unwrap_or(0)),
+                        locked_until: r.get::<_, Option<i64>>(11)?.unwrap_or(0),
+                    },
+                })
+            })
+            .optional()
+            .map_err(store_error)?;
+        Ok(state.unwrap_or_default())
     }
 
-    fn accept_step(&self, user: &str, source: &str, step: i64, now: i64) -> Result<bool> {
-        self.immediate(|c| {
-            let changed = c.execute(
-                "UPDATE factors SET last_step = ?2, last_used_at = ?3
-                 WHERE user = ?1 AND (last_step IS NULL OR last_step < ?2)",
-                params![user, step, now],
-            )?;
-            if changed == 1 {
-                clear_pair(c, user, source)?;
-            }
-            Ok(changed == 1)
-        })
+    fn accept_step(&self, user: &str, step: i64, now: i64) -> Result<bool> {
+        let changed = self.conn.execute(
+            "UPDATE users SET last_step = ?2, last_used_at = ?3
+             WHERE user = ?1 AND secret IS NOT NULL AND (last_step IS NULL OR last_step < ?2)",
+            params![user, step, now],
+        )?;
+        Ok(changed == 1)
     }
 
-    fn use_recovery_code(
-        &self,
-        user: &str,
-        source: &str,
-        normalized: &[u8],
-        now: i64,
-    ) -> Result<bool> {
+    fn use_recovery_code(&self, user: &str, normalized: &[u8], now: i64) -> Result<bool> {
         self.immediate(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, salt, hash FROM recovery_codes WHERE user = ?1 AND used_at IS NULL",
-            )?;
-            let rows = stmt.query_map(params![user], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })?;
+            let mut stmt = c.prepare("SELECT salt, hash FROM recovery_codes WHERE user = ?1 AND used_at IS NULL")?;
+            let rows = stmt.query_map(params![user], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
             let mut found = None;
             for row in rows {
-                let (id, salt, hash) = row?;
-                let (Ok(salt), Ok(hash)) =
-                    (<[u8; SALT_LEN]>::try_from(salt), <[u8; 32]>::try_from(hash))
-                else {
+                let (salt, hash) = row?;
+                let (Ok(salt), Ok(hash)) = (<[u8; SALT_LEN]>::try_from(salt), <[u8; 32]>::try_from(hash)) else {
                     continue;
                 };
                 if recovery::matches(&HashedCode { salt, hash }, normalized) {
-                    found = Some(id);
+                    found = Some(salt);
                 }
             }
-            let Some(id) = found else { return Ok(false) };
+            let Some(salt) = found else { return Ok(false) };
             let changed = c.execute(
-                "UPDATE recovery_codes SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
-                params![id, now],
+                "UPDATE recovery_codes SET used_at = ?3 WHERE user = ?1 AND salt = ?2 AND used_at IS NULL",
+                params![user, &salt[..], now],
             )?;
             if changed == 1 {
-                c.execute(
-                    "UPDATE factors SET last_used_at = ?2 WHERE user = ?1",
-                    params![user, now],
-                )?;
-                clear_pair(c, user, source)?;
+                c.execute("UPDATE users SET last_used_at = ?2 WHERE user = ?1", params![user, now])?;
             }
             Ok(changed == 1)
         })
+    }
+
+    fn clear_failures(&self, user: &str, source: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM throttle WHERE user = ?1 AND source = ?2",
+            params![user, source],
+        )?;
+        Ok(())
     }
 
     fn record_failure(
@@ -511,27 +527,27 @@ impl Store for SqliteStore {
         config: &ThrottleConfig,
     ) -> Result<(PairFailures, UserFailures)> {
         self.immediate(|c| {
-            let before = read_throttle(c, user, source)?;
-            let pair = throttle::pair_after_failure(before.0, now, config);
-            let user_f = throttle::user_after_failure(before.1, now);
+            let pair = throttle::pair_after_failure(read_pair(c, user, source)?, now, config);
+            let window = throttle::user_after_failure(read_window(c, user)?, now);
             c.execute(
                 "INSERT INTO throttle (user, source, failures, locked_until) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (user, source) DO UPDATE SET failures = ?3, locked_until = ?4",
                 params![user, source, pair.failures, pair.locked_until],
             )?;
             c.execute(
-                "INSERT INTO user_failures (user, window_start, failures) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (user) DO UPDATE SET window_start = ?2, failures = ?3",
-                params![user, user_f.window_start, user_f.failures],
+                "INSERT INTO users (user, window_start, window_failures) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user) DO UPDATE SET window_start = ?2, window_failures = ?3",
+                params![user, window.window_start, window.failures],
             )?;
-            Ok((pair, user_f))
+            Ok((pair, window))
         })
     }
 
     fn first_mandatory_sighting(&self, user: &str, now: i64) -> Result<i64> {
         Ok(self.conn.query_row(
-            "INSERT INTO grace (user, first_seen) VALUES (?1, ?2)
-             ON CONFLICT (user) DO UPDATE SET first_seen = first_seen RETURNING first_seen",
+            "INSERT INTO users (user, mandatory_since) VALUES (?1, ?2)
+             ON CONFLICT (user) DO UPDATE SET mandatory_since = coalesce(mandatory_since, ?2)
+             RETURNING mandatory_since",
             params![user, now],
             |r| r.get(0),
         )?)
@@ -539,11 +555,11 @@ impl Store for SqliteStore {
 
     fn enroll(&self, user: &str, e: &Enrollment<'_>, now: i64) -> Result<()> {
         self.immediate(|c| {
-            // Keep the last accepted step: re-importing the same key must not reopen
+            // The last accepted step is kept: re-importing the same key must not reopen
             // codes that were already used.
             c.execute(
-                "INSERT INTO factors (user, secret, algorithm, digits, period, created_at, confirmed_at, last_used_at, last_step)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, NULL, NULL)
+                "INSERT INTO users (user, secret, algorithm, digits, period, created_at, confirmed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
                  ON CONFLICT (user) DO UPDATE SET secret = ?2, algorithm = ?3, digits = ?4, period = ?5,
                      created_at = ?6, confirmed_at = ?6, last_used_at = NULL",
                 params![
@@ -555,17 +571,22 @@ impl Store for SqliteStore {
                     now
                 ],
             )?;
-            write_recovery_codes(c, user, e.recovery_codes)?;
-            Ok(())
+            write_recovery_codes(c, user, e.recovery_codes)
         })
     }
 
     fn remove_user(&self, user: &str) -> Result<bool> {
         self.immediate(|c| {
-            let removed = c.execute("DELETE FROM factors WHERE user = ?1", params![user])?;
+            // The grace-period sighting stays: a reset does not grant a new grace period.
+            let removed = c.execute(
+                "UPDATE users SET secret = NULL, algorithm = NULL, digits = NULL, period = NULL,
+                     created_at = NULL, confirmed_at = NULL, last_used_at = NULL,
+                     window_start = 0, window_failures = 0
+                 WHERE user = ?1 AND secret IS NOT NULL",
+                params![user],
+            )?;
             c.execute("DELETE FROM recovery_codes WHERE user = ?1", params![user])?;
             c.execute("DELETE FROM throttle WHERE user = ?1", params![user])?;
-            c.execute("DELETE FROM user_failures WHERE user = ?1", params![user])?;
             Ok(removed == 1)
         })
     }
@@ -573,7 +594,10 @@ impl Store for SqliteStore {
     fn unlock(&self, user: &str) -> Result<()> {
         self.immediate(|c| {
             c.execute("DELETE FROM throttle WHERE user = ?1", params![user])?;
-            c.execute("DELETE FROM user_failures WHERE user = ?1", params![user])?;
+            c.execute(
+                "UPDATE users SET window_start = 0, window_failures = 0 WHERE user = ?1",
+                params![user],
+            )?;
             Ok(())
         })
     }
@@ -593,17 +617,17 @@ impl Store for SqliteStore {
 
     fn list(&self) -> Result<Vec<UserSummary>> {
         let mut stmt = self.conn.prepare(
-            "SELECT f.user, f.algorithm, f.digits, f.period, f.created_at, f.last_used_at,
-                    (SELECT count(*) FROM recovery_codes r WHERE r.user = f.user AND r.used_at IS NULL)
-             FROM factors f ORDER BY f.user",
+            "SELECT u.user, u.algorithm, u.digits, u.period, u.created_at, u.last_used_at,
+                    (SELECT count(*) FROM recovery_codes r WHERE r.user = u.user AND r.used_at IS NULL)
+             FROM users u WHERE u.secret IS NOT NULL ORDER BY u.user",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
+                r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                r.get::<_, Option<i64>>(4)?.unwrap_or(0),
                 r.get::<_, Option<i64>>(5)?,
                 r.get::<_, i64>(6)?,
             ))
@@ -638,39 +662,8 @@ impl Store for SqliteStore {
             ))
         })?;
         let pairs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-        let (_, user_failures) = read_throttle(&self.conn, user, "")?;
-        Ok((pairs, user_failures))
+        Ok((pairs, read_window(&self.conn, user)?))
     }
-}
-
-fn read_throttle(c: &Connection, user: &str, source: &str) -> Result<(PairFailures, UserFailures)> {
-    let pair = c
-        .query_row(
-            "SELECT failures, locked_until FROM throttle WHERE user = ?1 AND source = ?2",
-            params![user, source],
-            |r| {
-                Ok(PairFailures {
-                    failures: u32_from(r.get(0)?),
-                    locked_until: r.get(1)?,
-                })
-            },
-        )
-        .optional()?
-        .unwrap_or_default();
-    let user_failures = c
-        .query_row(
-            "SELECT window_start, failures FROM user_failures WHERE user = ?1",
-            params![user],
-            |r| {
-                Ok(UserFailures {
-                    window_start: r.get(0)?,
-                    failures: u32_from(r.get(1)?),
-                })
-            },
-        )
-        .optional()?
-        .unwrap_or_default();
-    Ok((pair, user_failures))
 }
 
 fn write_recovery_codes(c: &Connection, user: &str, codes: &[HashedCode]) -> Result<()> {

@@ -6,6 +6,11 @@
 //! `unshare -m --propagation private` with the copy bind-mounted over /etc, so the
 //! host's files stay as they were (the tests check that with a checksum).
 
+pub mod admin_support;
+pub mod packages_support;
+pub mod pam_ffi;
+pub mod sshd_support;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -147,15 +152,22 @@ pub struct Sandbox {
     pub dir: PathBuf,
 }
 
-/// Runs the rest of the command line with the sandbox's /etc bind-mounted over /etc.
+/// Runs the rest of the command line with the sandbox's /etc bind-mounted over /etc and
+/// a private, empty /tmp (pam_wrapper keeps its state in /tmp/pam.*: processes that start
+/// at the same moment would otherwise trip over each other's).
 const ENTER: &str = r#"T="$1"; shift
 mount --bind "$T/etc" /etc || exit 125
+mount -t tmpfs -o mode=1777,size=64m sandbox-tmp /tmp || exit 125
 exec "$@""#;
+
+/// Sandboxes live here rather than in /tmp, which each sandboxed process sees private.
+pub const SANDBOX_BASE: &str = "/var/tmp/pam_totp-tests";
 
 impl Sandbox {
     pub fn new(name: &str) -> Sandbox {
         require_root();
-        let base = std::env::temp_dir().join(format!(
+        std::fs::create_dir_all(SANDBOX_BASE).unwrap();
+        let base = Path::new(SANDBOX_BASE).join(format!(
             "pam_totp-{name}-{}-{}",
             std::process::id(),
             SystemTime::now()

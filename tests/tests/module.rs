@@ -12,16 +12,16 @@ const STACK: &str = "auth required pam_unix.so\nauth required {module} config={c
 
 /// A sandbox with the users every test here needs: alice enrolled with [`SECRET`];
 /// bob not enrolled; carol with supplementary group admins; dave with primary group
-/// admins; svc in group svc.
+/// admins; svc in group svcaccts.
 fn world(name: &str, config: &str) -> (Sandbox, Vec<String>) {
     let sb = Sandbox::new(name);
     sb.add_group("admins");
-    sb.add_group("svc");
+    sb.add_group("svcaccts");
     sb.add_user("alice", PASSWORD, None, &[]);
     sb.add_user("bob", PASSWORD, None, &[]);
     sb.add_user("carol", PASSWORD, None, &["admins"]);
     sb.add_user("dave", PASSWORD, Some("admins"), &[]);
-    sb.add_user("svc", PASSWORD, None, &["svc"]);
+    sb.add_user("svc", PASSWORD, None, &["svcaccts"]);
     sb.write_config(config);
     let codes = sb.enroll("alice", SECRET);
     sb.service("login", STACK);
@@ -403,12 +403,12 @@ fn mandatory_groups_primary_and_supplementary() {
 fn exempt_groups_win_over_mandatory() {
     let (sb, _) = world(
         "exempt",
-        "[policy]\nmandatory = true\nexempt_groups = [\"svc\"]\n",
+        "[policy]\nmandatory = true\nexempt_groups = [\"svcaccts\"]\n",
     );
     let run = direct(&sb, "svc", "192.0.2.23", &[]);
     assert!(run.auth_is("PAM_IGNORE"), "{run:?}");
     assert!(
-        run.log_contains("exempt: member of exempt group svc"),
+        run.log_contains("exempt: member of exempt group svcaccts"),
         "{:?}",
         run.logs
     );
@@ -456,7 +456,7 @@ fn grace_period_then_refusal() {
     );
     // Move the first sighting back eight days, as if the week had passed.
     let past = unix_now() as i64 - 8 * 86_400;
-    let sql = format!("UPDATE grace SET first_seen = {past} WHERE user = 'bob';");
+    let sql = format!("UPDATE users SET mandatory_since = {past} WHERE user = 'bob';");
     let out = std::process::Command::new("sqlite3")
         .arg(sb.store_path())
         .arg(sql)

@@ -72,9 +72,9 @@ fn attempt(
     now: i64,
 ) -> Outcome {
     match start_login(config, store, l, optional(), now).unwrap() {
-        Next::AskCode {
-            factor, throttled, ..
-        } => check_answer(config, store, l, &factor, throttled, answer, now).unwrap(),
+        Next::AskCode(challenge, _) => {
+            check_answer(config, store, l, &challenge, answer, now).unwrap()
+        }
         other => panic!("expected a prompt, got {other:?}"),
     }
 }
@@ -212,10 +212,8 @@ fn throttle_per_source_with_doubling() {
     }
     // Locked: even the right code fails, and the notice says how long to wait.
     match start_login(&config, &store, &attacker, optional(), NOW + 1).unwrap() {
-        Next::AskCode {
-            throttled, notice, ..
-        } => {
-            assert_eq!(throttled, Some(59));
+        Next::AskCode(challenge, notice) => {
+            assert_eq!(challenge.throttled, Some(59));
             assert_eq!(
                 notice,
                 Some(Notice::Error(

@@ -13,46 +13,9 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io::BufRead;
 
-#[repr(C)]
-struct PamMessage {
-    msg_style: c_int,
-    msg: *const c_char,
-}
-
-#[repr(C)]
-struct PamResponse {
-    resp: *mut c_char,
-    resp_retcode: c_int,
-}
-
-type ConvFn =
-    extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int;
-
-#[repr(C)]
-struct PamConv {
-    conv: Option<ConvFn>,
-    appdata_ptr: *mut c_void,
-}
-
-#[link(name = "pam")]
-extern "C" {
-    fn pam_start(
-        service: *const c_char,
-        user: *const c_char,
-        conv: *const PamConv,
-        pamh: *mut *mut c_void,
-    ) -> c_int;
-    fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
-    fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
-    fn pam_acct_mgmt(pamh: *mut c_void, flags: c_int) -> c_int;
-    fn pam_setcred(pamh: *mut c_void, flags: c_int) -> c_int;
-    fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
-}
+use pam_totp_tests::pam_ffi::*;
 
 type SmFn = unsafe extern "C" fn(*mut c_void, c_int, c_int, *const *const c_char) -> c_int;
-
-const PAM_TTY: c_int = 3;
-const PAM_RHOST: c_int = 4;
 
 fn code_name(rc: c_int) -> String {
     let name = match rc {
@@ -119,15 +82,8 @@ extern "C" fn conversation(
             if line.last() == Some(&b'\n') {
                 line.pop();
             }
-            let bytes: Vec<u8> = line;
-            // SAFETY: malloc'd copy with a terminating NUL, owned by libpam afterwards.
-            let copy = unsafe { libc::malloc(bytes.len() + 1) } as *mut u8;
-            // SAFETY: copy has room for len + 1 bytes.
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), copy, bytes.len());
-                *copy.add(bytes.len()) = 0;
-                (*out.add(i)).resp = copy.cast();
-            }
+            // SAFETY: out has n entries and i < n.
+            unsafe { (*out.add(i)).resp = malloc_answer(&line) };
         }
     }
     // SAFETY: resp is libpam's out-pointer.

@@ -1,0 +1,374 @@
+//! Benchmark driver: authentications through real libpam (`pam_start`,
+//! `pam_authenticate`, `pam_end`), codes computed here, one service holding only the
+//! module under test. Used by tests/bench/run.sh.
+//!
+//! ```text
+//! pam-bench setup KIND DIR USERS          # KIND: totp | ga | ga-strict | oath
+//! pam-bench run KIND DIR USERS AUTHS PROCS [--wrong]
+//! ```
+//!
+//! `run` prints one line: `auths=.. ok=.. failed=.. procs=.. secs=.. per_sec=.. p50_us=.. p99_us=..`.
+//! Users are taken in turn; when every user has been used once in a round, the state
+//! files are restored from the copy `setup` made (untimed), so codes are never replays.
+
+use pam_totp::otp::{code_at, Algorithm, OtpParams};
+use pam_totp::secret::SecretKey;
+use pam_totp_tests::pam_ffi::*;
+use std::ffi::{c_int, c_void, CString};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const PARAMS: OtpParams = OtpParams {
+    algorithm: Algorithm::Sha1,
+    digits: 6,
+    period: 30,
+};
+
+fn user(i: usize) -> String {
+    format!("bench{i}")
+}
+
+/// 20 bytes, different for every user.
+fn secret(i: usize) -> Vec<u8> {
+    format!("bench-secret-{i:07}").into_bytes()
+}
+
+fn base32(bytes: &[u8]) -> String {
+    pam_totp::otp::encode_base32(&SecretKey::from_bytes(bytes.to_vec())).to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The state a kind keeps per user, and its pristine copy.
+fn state(dir: &Path) -> PathBuf {
+    dir.join("state")
+}
+
+fn pristine(dir: &Path) -> PathBuf {
+    dir.join("pristine")
+}
+
+fn setup(kind: &str, dir: &Path, users: usize) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(state(dir)).unwrap();
+    let svc = dir.join("services");
+    std::fs::create_dir_all(&svc).unwrap();
+    let st = state(dir);
+    let line = match kind {
+        "totp" => {
+            let config = dir.join("config.toml");
+            std::fs::write(
+                &config,
+                format!("[store]\npath = \"{}/totp.db\"\n", st.display()),
+            )
+            .unwrap();
+            set_mode(&config, 0o600);
+            set_mode(&st, 0o700);
+            let store_path = st.join("totp.db");
+            drop(pam_totp::store::SqliteStore::open_or_create(&store_path).unwrap());
+            let mut conn = rusqlite::Connection::open(&store_path).unwrap();
+            let tx = conn.transaction().unwrap();
+            {
+                let mut stmt = tx
+                    .prepare(
+                        "INSERT INTO users (user, secret, algorithm, digits, period, created_at, confirmed_at)
+                         VALUES (?1, ?2, 'SHA1', 6, 30, 0, 0)",
+                    )
+                    .unwrap();
+                for i in 0..users {
+                    stmt.execute(rusqlite::params![user(i), secret(i)]).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+            format!(
+                "auth required {} config={}\n",
+                module_path().display(),
+                config.display()
+            )
+        }
+        "ga" | "ga-strict" => {
+            for i in 0..users {
+                let mut text = format!("{}\n\" TOTP_AUTH\n\" WINDOW_SIZE 3\n", base32(&secret(i)));
+                if kind == "ga-strict" {
+                    text.push_str("\" RATE_LIMIT 3 30\n\" DISALLOW_REUSE\n");
+                }
+                let path = st.join(user(i));
+                std::fs::write(&path, text).unwrap();
+                set_mode(&path, 0o600);
+            }
+            format!(
+                "auth required pam_google_authenticator.so secret={}/${{USER}} user=root\n",
+                st.display()
+            )
+        }
+        "oath" => {
+            let mut text = String::new();
+            for i in 0..users {
+                text.push_str(&format!("HOTP/T30 {} - {}\n", user(i), hex(&secret(i))));
+            }
+            let path = st.join("users.oath");
+            std::fs::write(&path, text).unwrap();
+            set_mode(&path, 0o600);
+            format!(
+                "auth required pam_oath.so usersfile={} window=1 digits=6\n",
+                path.display()
+            )
+        }
+        other => panic!("unknown kind {other}"),
+    };
+    std::fs::write(svc.join("bench"), line).unwrap();
+    std::fs::write(svc.join("other"), "auth required pam_deny.so\n").unwrap();
+    copy_dir(&st, &pristine(dir));
+}
+
+fn module_path() -> PathBuf {
+    std::env::var_os("PAM_TOTP_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| pam_totp_tests::release_dir().join("libpam_totp.so"))
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Restores the state files in place (same inodes for the directory).
+fn restore(dir: &Path) {
+    let st = state(dir);
+    for entry in std::fs::read_dir(&st).unwrap() {
+        let p = entry.unwrap().path();
+        let _ = std::fs::remove_file(p);
+    }
+    for entry in std::fs::read_dir(pristine(dir)).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, st.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+struct Answer {
+    code: CString,
+}
+
+extern "C" fn conversation(
+    n: c_int,
+    msgs: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    appdata: *mut c_void,
+) -> c_int {
+    // SAFETY: appdata is the Answer passed to pam_start, alive for the transaction.
+    let answer = unsafe { &*(appdata as *const Answer) };
+    let out = alloc_responses(n.max(0) as usize);
+    if out.is_null() {
+        return 5;
+    }
+    for i in 0..n.max(0) as usize {
+        // SAFETY: libpam passes n message pointers.
+        let style = unsafe { (**msgs.add(i)).msg_style };
+        if style == PAM_PROMPT_ECHO_OFF || style == PAM_PROMPT_ECHO_ON {
+            // SAFETY: i < n entries.
+            unsafe { (*out.add(i)).resp = malloc_answer(answer.code.as_bytes()) };
+        }
+    }
+    // SAFETY: resp is libpam's out-pointer.
+    unsafe { *resp = out };
+    0
+}
+
+/// One whole transaction; returns whether it succeeded and how long it took (µs).
+fn authenticate(service: &CString, user_name: &str, code: &str) -> (bool, u64) {
+    let user_c = CString::new(user_name).unwrap();
+    let answer = Answer {
+        code: CString::new(code).unwrap(),
+    };
+    let conv = PamConv {
+        conv: Some(conversation),
+        appdata_ptr: &answer as *const Answer as *mut c_void,
+    };
+    let start = Instant::now();
+    let mut pamh: *mut c_void = std::ptr::null_mut();
+    // SAFETY: valid strings and conv that outlive the transaction.
+    let rc = unsafe { pam_start(service.as_ptr(), user_c.as_ptr(), &conv, &mut pamh) };
+    assert_eq!(rc, 0, "pam_start");
+    // SAFETY: pamh is a live handle.
+    let rc = unsafe { pam_authenticate(pamh, 0) };
+    // SAFETY: pamh is live and not used afterwards.
+    unsafe { pam_end(pamh, rc) };
+    (rc == 0, start.elapsed().as_micros() as u64)
+}
+
+/// Runs `auths` authentications over users [first, first + users) and returns the
+/// latencies and the successes.
+fn run_slice(
+    dir: &Path,
+    first: usize,
+    users: usize,
+    auths: usize,
+    wrong: bool,
+    restore_state: bool,
+) -> (Vec<u64>, usize) {
+    let service = CString::new("bench").unwrap();
+    let mut lat = Vec::with_capacity(auths);
+    let mut ok = 0;
+    let keys: Vec<SecretKey> = (first..first + users)
+        .map(|i| SecretKey::from_bytes(secret(i)))
+        .collect();
+    for k in 0..auths {
+        if k > 0 && k % users == 0 && restore_state {
+            restore(dir);
+        }
+        let i = k % users;
+        let mut code = code_at(&keys[i], &PARAMS, now()).to_string();
+        if wrong {
+            let last = code.pop().unwrap();
+            code.push(if last == '0' { '1' } else { '0' });
+        }
+        let (success, us) = authenticate(&service, &user(first + i), &code);
+        ok += usize::from(success);
+        lat.push(us);
+    }
+    (lat, ok)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn run(dir: &Path, users: usize, auths: usize, procs: usize, wrong: bool) {
+    restore(dir);
+    let start = Instant::now();
+    let (mut lat, ok) = if procs <= 1 {
+        run_slice(dir, 0, users, auths, wrong, true)
+    } else {
+        // Each process gets its own users, so no valid code is a replay of another's.
+        assert!(users >= procs, "need at least one user per process");
+        let per_users = users / procs;
+        let per_auths = auths / procs;
+        assert!(
+            per_auths <= per_users || procs == 1,
+            "with several processes, use at least as many users as auths"
+        );
+        let mut children = Vec::new();
+        for p in 0..procs {
+            let (r, w) = pipe();
+            // SAFETY: fork in a single-threaded program; the child only runs the slice
+            // and writes its results before _exit.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let (lat, ok) = run_slice(dir, p * per_users, per_users, per_auths, wrong, false);
+                let mut text = format!("{ok}");
+                for l in lat {
+                    text.push_str(&format!(" {l}"));
+                }
+                write_all(w, text.as_bytes());
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(0) };
+            }
+            // SAFETY: w belongs to the child now.
+            unsafe { libc::close(w) };
+            children.push((pid, r));
+        }
+        let mut all = Vec::new();
+        let mut ok = 0;
+        for (pid, r) in children {
+            let text = read_all(r);
+            let mut it = text.split_whitespace();
+            ok += it.next().unwrap_or("0").parse::<usize>().unwrap();
+            all.extend(it.map(|v| v.parse::<u64>().unwrap()));
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        }
+        (all, ok)
+    };
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let n = lat.len();
+    println!(
+        "auths={n} ok={ok} failed={} procs={procs} users={users} secs={secs:.3} per_sec={:.0} p50_us={} p99_us={}",
+        n - ok,
+        n as f64 / secs,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+}
+
+fn pipe() -> (c_int, c_int) {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: fds has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[0], fds[1])
+}
+
+fn write_all(fd: c_int, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: bytes is a valid buffer.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+fn read_all(fd: c_int) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        // SAFETY: buf is a valid writable buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::close(fd) };
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = || -> ! {
+        eprintln!("usage: pam-bench setup KIND DIR USERS | pam-bench run KIND DIR USERS AUTHS PROCS [--wrong]");
+        std::process::exit(2)
+    };
+    match args.first().map(String::as_str) {
+        Some("setup") if args.len() == 4 => setup(
+            &args[1],
+            Path::new(&args[2]),
+            args[3].parse().unwrap_or_else(|_| usage()),
+        ),
+        Some("run") if args.len() >= 6 => run(
+            Path::new(&args[2]),
+            args[3].parse().unwrap_or_else(|_| usage()),
+            args[4].parse().unwrap_or_else(|_| usage()),
+            args[5].parse().unwrap_or_else(|_| usage()),
+            args.get(6).map(String::as_str) == Some("--wrong"),
+        ),
+        _ => usage(),
+    }
+}
