@@ -181,6 +181,12 @@ CREATE TABLE recovery_codes (
 /// Checks that the store and its directory are root's alone. A missing file is reported
 /// as such, so the caller can tell "nobody enrolled yet" from "tampered with".
 fn check_store_path(path: &Path) -> Result<()> {
+    check_store_dir(path)?;
+    check_store_file(path)
+}
+
+/// The store's directory: a real directory (not a symlink), root's, not writable by others.
+fn check_store_dir(path: &Path) -> Result<()> {
     let owned = || path.to_path_buf();
     let dir = path
         .parent()
@@ -193,8 +199,12 @@ fn check_store_path(path: &Path) -> Result<()> {
             format!("{} is not a directory", dir.display()),
         ));
     }
-    check_owner_and_mode(&dir_meta, "its directory")
-        .map_err(|why| StoreError::Insecure(owned(), why))?;
+    check_owner_and_mode(&dir_meta, "its directory").map_err(|why| StoreError::Insecure(owned(), why))
+}
+
+/// The store file: a regular file (not a symlink), root's, readable by root alone.
+fn check_store_file(path: &Path) -> Result<()> {
+    let owned = || path.to_path_buf();
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -257,7 +267,9 @@ impl SqliteStore {
                 .create(dir)
                 .map_err(|e| StoreError::Sqlite(format!("cannot create {}: {e}", dir.display())))?;
         }
-        if !path.exists() && std::fs::symlink_metadata(path).is_err() {
+        // The directory is checked before anything is created in it.
+        check_store_dir(path)?;
+        if std::fs::symlink_metadata(path).is_err() {
             std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)

@@ -1,1 +1,111 @@
-fn main() {}
+//! `totp-admin`: enroll, reset and inspect pam_totp two-factor authentication.
+//!
+//! Installed setuid root (like `passwd`) so users can enroll into the root-owned
+//! store. The order in `main` is the security argument: harden the process
+//! ([`caller::harden`]), parse the arguments (which opens nothing), find out who the
+//! caller really is from the real uid, refuse what they may not ask for (`--config`,
+//! another user, root-only commands), and only then read the configuration and the
+//! store. Exit status: 0 done, 1 refused or failed (one line on stderr), 2 usage.
+
+mod audit;
+mod caller;
+mod cli;
+mod commands;
+mod error;
+mod output;
+mod pam_client;
+mod sessions;
+mod terminal;
+
+use caller::{Caller, Process};
+use clap::Parser;
+use cli::{Cli, Command, ImportCommand, PolicyCommand, StoreCommand};
+use commands::Ctx;
+use error::{Error, Result};
+use pam_totp::config::DEFAULT_CONFIG_PATH;
+use std::path::PathBuf;
+
+fn main() {
+    let process = caller::harden();
+    // Usage errors exit 2, --help and --version 0 (clap's own codes).
+    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    audit::open();
+    if cli.json {
+        terminal::prompts_to_stderr();
+    }
+    match run(&process, cli) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("totp-admin: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(process: &Process, cli: Cli) -> Result<()> {
+    let caller = Caller::identify(process)?;
+    preflight(&caller, &cli)?;
+    if !process.effective_root {
+        return Err(Error::failed(
+            "not running as root: totp-admin must be installed owned by root with mode 4755",
+        ));
+    }
+    let ctx = Ctx {
+        caller,
+        config_path: cli
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH)),
+        json: cli.json,
+    };
+    match &cli.command {
+        Command::Enroll(a) if a.secret_stdin => {
+            commands::enroll::known_secret(&ctx, a.user.as_deref())
+        }
+        Command::Enroll(a) => commands::enroll::interactive(&ctx, a.user.as_deref(), a.qr),
+        Command::Status(a) => commands::status::status(&ctx, a.user.as_deref()),
+        Command::Disable => commands::manage::disable(&ctx),
+        Command::Reset(a) => commands::manage::reset(&ctx, &a.user, a.logout),
+        Command::Unlock(a) => commands::manage::unlock(&ctx, &a.user),
+        Command::List => commands::status::list(&ctx),
+        Command::RecoveryCodes(a) => commands::manage::recovery_codes(&ctx, a.user.as_deref()),
+        Command::Policy(PolicyCommand::Show(a)) => commands::policy::show(&ctx, a.user.as_deref()),
+        Command::Policy(PolicyCommand::Set(a)) => commands::policy::set(&ctx, a),
+        Command::Import(ImportCommand::GoogleAuthenticator(a)) => {
+            commands::import::google_authenticator(&ctx, a)
+        }
+        Command::Doctor => commands::doctor::run(&ctx),
+        Command::Store(StoreCommand::Init) => commands::store::init(&ctx),
+    }
+}
+
+/// Everything a caller may not ask for, refused before any file is opened.
+fn preflight(caller: &Caller, cli: &Cli) -> Result<()> {
+    if cli.config.is_some() {
+        caller.require_root("--config")?;
+    }
+    let root_only = match &cli.command {
+        Command::Enroll(a) if a.secret_stdin => Some("enroll --secret-stdin"),
+        Command::Reset(_) => Some("reset"),
+        Command::Unlock(_) => Some("unlock"),
+        Command::List => Some("list"),
+        Command::Policy(PolicyCommand::Set(_)) => Some("policy set"),
+        Command::Import(_) => Some("import"),
+        Command::Doctor => Some("doctor"),
+        Command::Store(_) => Some("store"),
+        _ => None,
+    };
+    if let Some(what) = root_only {
+        caller.require_root(what)?;
+    }
+    let user = match &cli.command {
+        Command::Enroll(a) => a.user.as_deref(),
+        Command::Status(a) | Command::RecoveryCodes(a) => a.user.as_deref(),
+        Command::Policy(PolicyCommand::Show(a)) => a.user.as_deref(),
+        Command::Reset(a) => Some(a.user.as_str()),
+        Command::Unlock(a) => Some(a.user.as_str()),
+        Command::Import(ImportCommand::GoogleAuthenticator(a)) => Some(a.user.as_str()),
+        _ => None,
+    };
+    caller.target_name(user).map(|_| ())
+}

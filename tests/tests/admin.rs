@@ -1,0 +1,724 @@
+//! `totp-admin` as users get it: the built binary, setuid root, run by unprivileged
+//! test users inside a private copy of /etc; self-enrollment driven by `expect`;
+//! logins through the built module afterwards; and the refusals a setuid tool owes.
+
+use pam_totp_tests::admin_support::{marker_library, strip_ansi, AdminWorld};
+use pam_totp_tests::*;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "correct horse";
+const STACK: &str = "auth required {module} config={config}\naccount required pam_permit.so\n";
+
+fn world(name: &str, config: &str) -> AdminWorld {
+    let w = AdminWorld::new(name, config);
+    w.sb.add_group("admins");
+    w.sb.add_user("alice", PASSWORD, None, &[]);
+    w.sb.add_user("bob", PASSWORD, None, &["admins"]);
+    w.sb.service("login", STACK);
+    w
+}
+
+fn lines(answers: &[&str]) -> Vec<u8> {
+    answers
+        .iter()
+        .flat_map(|a| format!("{a}\n").into_bytes())
+        .collect()
+}
+
+/// A login through the built module with `answer` at the code prompt.
+fn login(w: &AdminWorld, user: &str, answer: &str) -> PamRun {
+    w.sb.pam("login", user, &["--rhost", "192.0.2.10"], &lines(&[answer]))
+}
+
+/// Decodes a QR code drawn with half blocks (ANSI colours stripped). `blocks_are_dark`:
+/// the blocks are the dark modules (black-on-white and light-terminal drawings).
+fn decode_qr(lines: &[String], blocks_are_dark: bool) -> Option<String> {
+    let rows: Vec<Vec<char>> = lines
+        .iter()
+        .map(|l| strip_ansi(l).chars().collect())
+        .collect();
+    let width = rows.iter().map(Vec::len).max()?;
+    let scale = 4;
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(
+        width * scale,
+        rows.len() * 2 * scale,
+        |x, y| {
+            let (x, y) = (x / scale, y / scale);
+            let top = y % 2 == 0;
+            let block = match rows[y / 2].get(x).copied().unwrap_or(' ') {
+                '█' => true,
+                '▀' => top,
+                '▄' => !top,
+                _ => false,
+            };
+            if block == blocks_are_dark {
+                0
+            } else {
+                255
+            }
+        },
+    );
+    let grids = img.detect_grids();
+    grids.first()?.decode().ok().map(|(_, text)| text)
+}
+
+/// Self-enrollment as expect drives it: the password, the key read from the screen,
+/// first a wrong code and then the right one from oathtool.
+const ENROLL_SCRIPT: &str = r#"
+set timeout 30
+spawn setpriv --reuid=$env(TA_USER) --regid=$env(TA_USER) --init-groups -- $env(TA_BIN) enroll
+expect {
+    "Password: " { send "$env(TA_PASSWORD)\r" }
+    timeout { exit 10 }
+    eof { exit 11 }
+}
+expect {
+    -re {Key: ([A-Z2-7 ]+)\r?\n} { set key [string map {" " ""} $expect_out(1,string)] }
+    timeout { exit 12 }
+    eof { exit 13 }
+}
+expect {
+    "Code: " {}
+    timeout { exit 14 }
+    eof { exit 15 }
+}
+set code [exec oathtool --totp -b $key]
+set wrong [format %06d [expr {([scan $code %d] + 500000) % 1000000}]]
+send "$wrong\r"
+expect {
+    "not right" {}
+    timeout { exit 16 }
+    eof { exit 17 }
+}
+expect {
+    "Code: " {}
+    timeout { exit 18 }
+}
+send "$code\r"
+expect {
+    eof {}
+    timeout { exit 19 }
+}
+set result [wait]
+puts "\nEXPECT-CODES: $code $wrong"
+exit [lindex $result 3]
+"#;
+
+#[test]
+fn self_enrollment_end_to_end() {
+    let w = world("admin-self-enroll", "");
+    wait_for_fresh_step(30, 12);
+    let run = w.expect(
+        ENROLL_SCRIPT,
+        &[
+            ("TA_USER", "alice"),
+            ("TA_BIN", w.bin.to_str().unwrap()),
+            ("TA_PASSWORD", PASSWORD),
+        ],
+    );
+    assert_eq!(run.code, 0, "expect failed: {}{}", run.stdout, run.stderr);
+    let text = strip_ansi(&run.stdout);
+    let (right, wrong) = text
+        .lines()
+        .find_map(|l| l.strip_prefix("EXPECT-CODES: "))
+        .and_then(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .expect("codes line");
+    let key: String = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Key: "))
+        .unwrap()
+        .replace(' ', "");
+    let uri = text
+        .lines()
+        .find_map(|l| l.strip_prefix("URI: "))
+        .unwrap()
+        .to_string();
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    assert!(uri.contains(&format!("secret={key}&")), "{uri}");
+    assert!(uri.contains("alice%40"), "{uri}");
+
+    // The QR code, forced black on white, decodes to the URI printed beside it.
+    let qr: Vec<String> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("\x1b[38;5;16;48;5;231m"))
+        .map(str::to_string)
+        .collect();
+    assert!(qr.len() > 20, "a QR code was drawn: {}", run.stdout);
+    assert_eq!(decode_qr(&qr, true).as_deref(), Some(uri.as_str()));
+
+    // Codes are typed with echo off and never printed: the tool's output (all but the
+    // key and URI lines, which hold base32 text) shows neither the wrong code nor the
+    // right one.
+    let shown: String = text
+        .lines()
+        .filter(|l| {
+            !l.starts_with("Key: ") && !l.starts_with("URI: ") && !l.starts_with("EXPECT-CODES")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!shown.contains(&right), "the expected code was shown");
+    assert!(!shown.contains(&wrong), "the typed code was echoed");
+    assert!(text.contains("That code is not right"));
+    assert!(text.contains("Recovery codes"));
+
+    // Enrolled: the module now asks alice, and a later code from oathtool passes.
+    let status = w.as_user("alice", &["status", "--json"], "");
+    status.assert_ok();
+    assert!(status.json_has("enrolled", "true"), "{status:?}");
+    assert!(status.json_has("recovery_codes_left", "10"), "{status:?}");
+    let run = login(&w, "alice", &code(&key, 30));
+    assert!(run.auth_is("PAM_SUCCESS"), "{run:?}");
+    // The code typed to confirm the enrollment is used up.
+    let run = login(&w, "alice", &right);
+    assert!(run.auth_is("PAM_AUTH_ERR"), "{run:?}");
+
+    // Replacing the factor needs a current code first: wrong ones change nothing.
+    let again = w.as_user(
+        "alice",
+        &["enroll", "--qr", "none"],
+        "000000\n111111\n222222\n",
+    );
+    again.assert_refused("wrong code");
+    assert!(
+        !again.stdout.contains("Key: "),
+        "no new key before the proof: {again:?}"
+    );
+    // Nothing changed: a recovery code printed by the enrollment still works.
+    let recovery = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 19 && l.matches('-').count() == 3)
+        .expect("recovery codes were printed");
+    let run = login(&w, "alice", recovery);
+    assert!(
+        run.auth_is("PAM_SUCCESS"),
+        "the old factor still works: {run:?}"
+    );
+}
+
+#[test]
+fn a_wrong_password_enrolls_nothing() {
+    let w = world("admin-wrong-password", "");
+    let run = w.as_user("alice", &["enroll", "--qr", "none"], "not the password\n");
+    run.assert_refused("password not accepted");
+    assert!(!run.stdout.contains("Key: "), "{run:?}");
+    let status = w.as_user("alice", &["status", "--json"], "");
+    assert!(status.json_has("enrolled", "false"), "{status:?}");
+}
+
+#[test]
+fn users_may_act_only_on_themselves() {
+    let w = world("admin-refusals", "");
+    w.sb.enroll("bob", SECRET);
+    for args in [
+        &["status", "--user", "bob"][..],
+        &["enroll", "--user", "bob"],
+        &["recovery-codes", "--user", "bob"],
+        &["policy", "show", "--user", "bob"],
+    ] {
+        w.as_user("alice", args, "")
+            .assert_refused("your own account");
+    }
+    for (args, what) in [
+        (&["reset", "--user", "alice"][..], "reset"),
+        (&["unlock", "--user", "alice"], "unlock"),
+        (&["list"], "list"),
+        (&["doctor"], "doctor"),
+        (&["store", "init"], "store"),
+        (&["policy", "set", "--mandatory"], "policy set"),
+        (
+            &["enroll", "--user", "alice", "--secret-stdin"],
+            "enroll --secret-stdin",
+        ),
+        (
+            &["import", "google-authenticator", "--user", "alice"],
+            "import",
+        ),
+    ] {
+        w.as_user("alice", args, SECRET)
+            .assert_refused(&format!("{what}: only root"));
+    }
+    // The user's own status works, and says nothing about bob.
+    let own = w.as_user("alice", &["status", "--user", "alice", "--json"], "");
+    own.assert_ok();
+    assert!(own.json_has("user", "\"alice\""), "{own:?}");
+
+    // --config is refused before the file is opened: a FIFO would block an open().
+    let fifo = w.sb.dir.join("config.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let started = Instant::now();
+    let run = w.as_user("alice", &["--config", fifo.to_str().unwrap(), "status"], "");
+    run.assert_refused("--config: only root");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // The refusals come before the configuration is read: with it gone, the reason
+    // is still the refusal.
+    std::fs::remove_file(w.sb.dir.join("etc/pam_totp/config.toml")).unwrap();
+    w.as_user("alice", &["status", "--user", "bob"], "")
+        .assert_refused("your own account");
+    w.as_user("alice", &["list"], "")
+        .assert_refused("only root");
+    let own = w.as_user("alice", &["status"], "");
+    own.assert_refused("config.toml");
+
+    // Usage errors exit 2.
+    assert_eq!(w.as_user("alice", &["frobnicate"], "").code, 2);
+    assert_eq!(w.as_user("alice", &["policy", "set"], "").code, 2);
+    assert_eq!(
+        w.as_user("alice", &["status", "--no-such-flag"], "").code,
+        2
+    );
+}
+
+#[test]
+fn a_hostile_environment_is_ignored() {
+    let w = world("admin-environment", "");
+    w.sb.enroll("alice", SECRET);
+    let trap = w.sb.dir.join("trap");
+    std::fs::create_dir_all(&trap).unwrap();
+    std::fs::set_permissions(&trap, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let marker = trap.join("loaded");
+    let lib = marker_library(&trap, &marker);
+    // Every program the tool or libpam might look up through PATH leaves a mark.
+    let fake_bin = trap.join("bin");
+    std::fs::create_dir_all(&fake_bin).unwrap();
+    for name in [
+        "sh",
+        "loginctl",
+        "hostname",
+        "unix_chkpwd",
+        "timedatectl",
+        "oathtool",
+        "stty",
+        "sqlite3",
+    ] {
+        write_file(
+            &fake_bin.join(name),
+            &format!("#!/bin/sh\ntouch {}/ran-{name}\n", trap.display()),
+            0o755,
+        );
+    }
+    let tmp = trap.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let lib = lib.to_str().unwrap().to_string();
+    let fake_path = format!("{}:/usr/bin:/bin", fake_bin.display());
+    let tmp = tmp.to_str().unwrap().to_string();
+    let env = [
+        ("LD_PRELOAD", lib.as_str()),
+        ("LD_LIBRARY_PATH", trap.to_str().unwrap()),
+        ("PATH", fake_path.as_str()),
+        ("TMPDIR", tmp.as_str()),
+        ("SQLITE_TMPDIR", tmp.as_str()),
+        ("HOME", tmp.as_str()),
+        ("USER", "bob"),
+        ("LOGNAME", "bob"),
+        ("LOCALDOMAIN", "evil.example"),
+        ("TZ", "/etc/shadow"),
+        ("NLSPATH", "/etc/shadow"),
+        ("MALLOC_CHECK_", "3"),
+    ];
+    let status = w.as_user_env("alice", &env, &["status", "--json"], "");
+    status.assert_ok();
+    // Who the caller is comes from the real uid, not $USER.
+    assert!(status.json_has("user", "\"alice\""), "{status:?}");
+    assert!(status.json_has("enrolled", "true"), "{status:?}");
+    let policy = w.as_user_env("alice", &env, &["policy", "show"], "");
+    policy.assert_ok();
+    // A wrong code through the PAM path (password re-entry is not asked: alice has a
+    // factor) and the store's write path.
+    w.as_user_env("alice", &env, &["disable"], "1\n2\n3\n")
+        .assert_refused("wrong code");
+    let ran: Vec<String> = std::fs::read_dir(&trap)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ran-") || n == "loaded")
+        .collect();
+    assert!(ran.is_empty(), "the environment reached the tool: {ran:?}");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "files in the caller's TMPDIR"
+    );
+    // The preload library does work on an ordinary program, so the check means something.
+    let out =
+        w.sb.command("/usr/bin/env")
+            .arg(format!("LD_PRELOAD={lib}"))
+            .arg("true")
+            .output()
+            .unwrap();
+    assert!(out.status.success());
+    assert!(marker.exists(), "the marker library works");
+}
+
+#[test]
+fn a_symlinked_store_is_refused() {
+    let w = world("admin-symlink", "");
+    w.sb.enroll("alice", SECRET);
+    let store = w.sb.store_path();
+    let elsewhere = w.sb.dir.join("totp/elsewhere.db");
+    std::fs::copy(&store, &elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = checksum(&elsewhere);
+    std::fs::remove_file(&store).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &store).unwrap();
+    for args in [
+        &["status"][..],
+        &["enroll", "--qr", "none"],
+        &["disable"],
+        &["recovery-codes"],
+    ] {
+        w.as_user("alice", args, "123456\n")
+            .assert_refused("symbolic link");
+    }
+    assert_eq!(
+        checksum(&elsewhere),
+        before,
+        "the link's target was not touched"
+    );
+    assert!(std::fs::symlink_metadata(&store)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    // A symlinked store directory is refused as well.
+    std::fs::remove_file(&store).unwrap();
+    let link_dir = w.sb.dir.join("totp/link");
+    std::os::unix::fs::symlink(w.sb.dir.join("totp/store"), &link_dir).unwrap();
+    w.set_config(&format!(
+        "[store]\npath = \"{}/totp.db\"\n",
+        link_dir.display()
+    ));
+    w.as_user("alice", &["status"], "")
+        .assert_refused("not a directory");
+}
+
+#[test]
+fn a_user_changes_recovery_codes_and_disables_with_proof() {
+    let w = world("admin-self-service", "");
+    let codes = w.sb.enroll("alice", SECRET);
+    wait_for_fresh_step(30, 8);
+    let run = w.as_user(
+        "alice",
+        &["--json", "recovery-codes"],
+        &format!("{}\n", code(SECRET, 0)),
+    );
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .starts_with("{\"user\":\"alice\",\"recovery_codes\":[\""),
+        "{run:?}"
+    );
+    // The old set no longer works.
+    let old = login(&w, "alice", &codes[0]);
+    assert!(old.auth_is("PAM_AUTH_ERR"), "{old:?}");
+    let new_code = run.stdout.split('"').nth(7).unwrap().to_string();
+    // disable with a recovery code from the new set.
+    let off = w.as_user("alice", &["disable"], &format!("{new_code}\n"));
+    off.assert_ok();
+    let status = w.as_user("alice", &["status", "--json"], "");
+    assert!(status.json_has("enrolled", "false"), "{status:?}");
+    let run = login(&w, "alice", &code(SECRET, 0));
+    assert!(run.log_contains("not enrolled, optional"), "{run:?}");
+}
+
+#[test]
+fn root_resets_unlocks_lists_and_logs_out() {
+    let w = world("admin-root", "[throttle]\nmax_failures = 2\n");
+    // A uid no other test's sandbox gives out: --logout signals every process of it.
+    let uid = 61_000 + std::process::id() % 3000;
+    w.add_user_with_uid("carol", PASSWORD, uid);
+    w.sb.enroll("carol", SECRET);
+    w.sb.enroll("alice", SECRET);
+    for _ in 0..2 {
+        assert!(login(&w, "carol", "000000").auth_is("PAM_AUTH_ERR"));
+    }
+    let status = w.as_root(&["status", "--user", "carol", "--json"], "");
+    assert!(status.json_has("locked", "true"), "{status:?}");
+    let list = w.as_root(&["list", "--json"], "");
+    list.assert_ok();
+    assert!(
+        list.stdout.contains("\"user\":\"alice\"") && list.stdout.contains("\"user\":\"carol\""),
+        "{list:?}"
+    );
+    w.as_root(&["unlock", "--user", "carol"], "").assert_ok();
+    let status = w.as_root(&["status", "--user", "carol", "--json"], "");
+    assert!(status.json_has("locked", "false"), "{status:?}");
+
+    // A process of carol's, as a session would be.
+    let mut session =
+        w.sb.command("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "sleep",
+                "300",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let reset = w.as_root(&["reset", "--user", "carol", "--logout"], "");
+    reset.assert_ok();
+    assert!(reset.stdout.contains("processes signalled"), "{reset:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ended = loop {
+        if let Some(status) = session.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = session.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        ended.is_some_and(|s| !s.success()),
+        "carol's process was ended"
+    );
+    let status = w.as_root(&["status", "--user", "carol", "--json"], "");
+    assert!(status.json_has("enrolled", "false"), "{status:?}");
+    let list = w.as_root(&["list", "--json"], "");
+    assert!(!list.stdout.contains("carol"), "{list:?}");
+    // alice was not touched.
+    assert!(login(&w, "alice", &code(SECRET, 0)).auth_is("PAM_SUCCESS"));
+}
+
+#[test]
+fn policy_set_keeps_comments_owner_and_mode() {
+    let w = world("admin-policy", "");
+    let shipped = std::fs::read_to_string(workspace().join("config/config.toml")).unwrap();
+    let store = w.sb.store_path();
+    w.set_config(&shipped.replace("/var/lib/pam_totp/totp.db", store.to_str().unwrap()));
+    let path = w.sb.config_path();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let before = std::fs::read_to_string(&path).unwrap();
+    let status = w.as_root(&["status", "--user", "bob", "--json"], "");
+    assert!(status.json_has("policy", "\"optional\""), "{status:?}");
+
+    w.as_root(&["policy", "set", "--mandatory", "--group", "admins"], "")
+        .assert_ok();
+    let after = std::fs::read_to_string(&path).unwrap();
+    assert!(after.contains("mandatory_groups = [\"admins\"]"), "{after}");
+    let comments = |t: &str| {
+        t.lines()
+            .filter(|l| l.trim_start().starts_with('#'))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(comments(&before), comments(&after), "every comment kept");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+        0o640
+    );
+    let status = w.as_root(&["status", "--user", "bob", "--json"], "");
+    assert!(status.json_has("policy", "\"mandatory\""), "{status:?}");
+    assert!(
+        status.stdout.contains("member of mandatory group admins"),
+        "{status:?}"
+    );
+    let show = w.as_root(&["policy", "show", "--user", "bob"], "");
+    show.assert_ok();
+    assert!(
+        show.stdout.contains("| policy ") && show.stdout.contains("mandatory"),
+        "{show:?}"
+    );
+
+    w.as_root(&["policy", "set", "--mandatory"], "").assert_ok();
+    w.as_root(&["policy", "set", "--optional"], "").assert_ok();
+    w.as_root(&["policy", "set", "--optional", "--group", "admins"], "")
+        .assert_ok();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        before,
+        "back to the original text"
+    );
+
+    // Refused: a group that does not exist, a group name the config cannot hold.
+    w.as_root(
+        &["policy", "set", "--mandatory", "--group", "no-such-group"],
+        "",
+    )
+    .assert_refused("no such group");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    let bad = w.as_root(&["policy", "set", "--mandatory", "--group", "bad:name"], "");
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+}
+
+#[test]
+fn google_authenticator_files_are_imported() {
+    let w = world("admin-import", "");
+    let home = w.sb.dir.join("home/alice");
+    // Made by the real tool, as alice, in her home.
+    let made = w
+        .user_command(
+            "alice",
+            &[("HOME", home.to_str().unwrap())],
+            "google-authenticator",
+        )
+        .args([
+            "-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-e", "5", "-Q", "NONE", "-q",
+        ])
+        .arg("-s")
+        .arg(home.join(".google_authenticator"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let text = std::fs::read_to_string(home.join(".google_authenticator")).unwrap();
+    let secret = text.lines().next().unwrap().to_string();
+    let scratch: Vec<&str> = text
+        .lines()
+        .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    assert_eq!(scratch.len(), 5);
+
+    let run = w.as_root(&["import", "google-authenticator", "--user", "alice"], "");
+    run.assert_ok();
+    assert!(run.stdout.contains("5 scratch codes"), "{run:?}");
+    wait_for_fresh_step(30, 8);
+    let ok = login(&w, "alice", &code(&secret, 0));
+    assert!(
+        ok.auth_is("PAM_SUCCESS"),
+        "the app's codes work after the import: {ok:?}"
+    );
+    assert!(
+        login(&w, "alice", scratch[2]).auth_is("PAM_SUCCESS"),
+        "a scratch code works"
+    );
+    assert!(
+        login(&w, "alice", scratch[2]).auth_is("PAM_AUTH_ERR"),
+        "once"
+    );
+
+    // A counter-based (HOTP) file is refused with the reason.
+    let hotp = w.sb.dir.join("hotp_file");
+    let made =
+        w.sb.command("google-authenticator")
+            .args([
+                "-c", "-f", "-w", "3", "-r", "3", "-R", "30", "-e", "2", "-Q", "NONE", "-q", "-s",
+            ])
+            .arg(&hotp)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    w.as_root(
+        &[
+            "import",
+            "google-authenticator",
+            "--user",
+            "bob",
+            hotp.to_str().unwrap(),
+        ],
+        "",
+    )
+    .assert_refused("HOTP");
+    // A malformed file, without echoing its content.
+    let bad = w.sb.dir.join("bad_file");
+    write_file(
+        &bad,
+        "JBSWY3DPEHPK3PXPJBSWY3DP\n\" TOTP_AUTH\nsecret-looking-line\n",
+        0o600,
+    );
+    let run = w.as_root(
+        &[
+            "import",
+            "google-authenticator",
+            "--user",
+            "bob",
+            bad.to_str().unwrap(),
+        ],
+        "",
+    );
+    run.assert_refused("line 3");
+    assert!(!run.stderr.contains("JBSWY3DP"));
+    // A symlink in place of the user's file is refused.
+    let bob_home = w.sb.dir.join("home/bob");
+    std::os::unix::fs::symlink("/etc/shadow", bob_home.join(".google_authenticator")).unwrap();
+    w.as_root(&["import", "google-authenticator", "--user", "bob"], "")
+        .assert_refused("symbolic link");
+}
+
+#[test]
+fn doctor_names_what_to_fix() {
+    let w = world("admin-doctor", "");
+    w.as_root(&["store", "init"], "").assert_ok();
+    let run = w.as_root(&["doctor"], "");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("ok    config"), "{run:?}");
+    assert!(run.stdout.contains("ok    store"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("pam_totp is not in the auth stack of /etc/pam.d/login"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("fix: add \"auth required pam_totp.so\""),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("problem"), "{run:?}");
+    // With the module in the stacks, those findings turn to ok.
+    for service in ["login", "sudo", "sshd"] {
+        let path = w.sb.dir.join("etc/pam.d").join(service);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            write_file(
+                &path,
+                &format!("{text}\nauth required pam_totp.so\n"),
+                0o644,
+            );
+        }
+    }
+    let run = w.as_root(&["doctor", "--json"], "");
+    assert!(run.stdout.contains("\"check\":\"pam login\""), "{run:?}");
+    assert!(!run.stdout.contains("not in the auth stack"), "{run:?}");
+    // A store that others can read is named, with the command that fixes it.
+    std::fs::set_permissions(w.sb.store_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = w.as_root(&["doctor"], "");
+    assert!(run.stdout.contains("FAIL  store"), "{run:?}");
+    assert!(run.stdout.contains("chmod 600"), "{run:?}");
+}
+
+#[test]
+fn the_caller_cannot_stop_the_running_tool() {
+    let w = world("admin-signals", "");
+    // The tool waits at the password prompt, stdin open.
+    let mut tool = w
+        .user_command("alice", &[], w.bin.to_str().unwrap())
+        .args(["enroll", "--qr", "none"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = tool.id().to_string();
+    // A stopped tool could hold the store's write lock and stall every login.
+    for signal in ["-STOP", "-KILL"] {
+        let kill = w
+            .user_command("alice", &[], "/bin/kill")
+            .args([signal, &pid])
+            .output()
+            .unwrap();
+        assert!(
+            !kill.status.success(),
+            "alice could signal the tool ({signal})"
+        );
+    }
+    drop(tool.stdin.take());
+    let out = tool.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}

@@ -1,0 +1,614 @@
+//! `doctor`: checks what a working setup needs and says what to change. Exit 0 when
+//! all is well, 1 when something must be fixed.
+
+use super::Ctx;
+use crate::error::{Error, Result};
+use crate::output::{emit, emit_json};
+use pam_totp::config::Config;
+use pam_totp::store::{SqliteStore, StoreError};
+use serde_json::json;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+const PAM_DIR: &str = "/etc/pam.d";
+const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
+/// The services a second factor usually guards.
+const SERVICES: [&str; 3] = ["sshd", "login", "sudo"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    /// Works, but worth knowing; does not fail the run.
+    Warn,
+    /// Must be fixed.
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub check: String,
+    pub level: Level,
+    pub message: String,
+    /// What to change; empty when nothing.
+    pub fix: String,
+}
+
+fn finding(
+    check: &str,
+    level: Level,
+    message: impl Into<String>,
+    fix: impl Into<String>,
+) -> Finding {
+    Finding {
+        check: check.to_string(),
+        level,
+        message: message.into(),
+        fix: fix.into(),
+    }
+}
+
+/// `doctor` (root).
+pub fn run(ctx: &Ctx) -> Result<()> {
+    ctx.caller.require_root("doctor")?;
+    let mut findings = Vec::new();
+    let config = check_config(&ctx.config_path, &mut findings);
+    if let Some(config) = &config {
+        check_store(&config.store.path, &mut findings);
+    }
+    findings.extend(check_pam(Path::new(PAM_DIR), config.as_ref()));
+    findings.extend(check_sshd(Path::new(SSHD_CONFIG)));
+    findings.push(check_clock());
+    let failures = findings.iter().filter(|f| f.level == Level::Fail).count();
+    if ctx.json {
+        let list: Vec<_> = findings
+            .iter()
+            .map(|f| {
+                json!({
+                    "check": f.check,
+                    "status": match f.level { Level::Ok => "ok", Level::Warn => "warn", Level::Fail => "fail" },
+                    "message": f.message,
+                    "fix": f.fix,
+                })
+            })
+            .collect();
+        emit_json(&json!({ "ok": failures == 0, "findings": list }))?;
+    } else {
+        let mut text = String::new();
+        for f in &findings {
+            let tag = match f.level {
+                Level::Ok => "ok  ",
+                Level::Warn => "warn",
+                Level::Fail => "FAIL",
+            };
+            text.push_str(&format!("{tag}  {:<8} {}\n", f.check, f.message));
+            if !f.fix.is_empty() {
+                text.push_str(&format!("      {:<8} fix: {}\n", "", f.fix));
+            }
+        }
+        emit(&text)?;
+    }
+    if failures > 0 {
+        return Err(Error::failed(format!(
+            "doctor: {failures} problem{} to fix",
+            if failures == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(())
+}
+
+fn check_config(path: &Path, findings: &mut Vec<Finding>) -> Option<Config> {
+    match Config::load(path) {
+        Ok(config) => {
+            let mode = std::fs::metadata(path)
+                .map(|m| m.mode() & 0o7777)
+                .unwrap_or(0);
+            findings.push(finding(
+                "config",
+                Level::Ok,
+                format!("{}: valid, owned by root, mode {mode:04o}", path.display()),
+                "",
+            ));
+            if mode & 0o044 != 0 {
+                findings.push(finding(
+                    "config",
+                    Level::Warn,
+                    format!(
+                        "{} is readable by others (it lists exempt groups and networks)",
+                        path.display()
+                    ),
+                    format!("chmod 600 {}", path.display()),
+                ));
+            }
+            Some(config)
+        }
+        Err(e) => {
+            let fix = match &e {
+                pam_totp::config::ConfigError::Missing(_) => {
+                    "install the package's config.toml (see pam_totp.conf(5))".to_string()
+                }
+                pam_totp::config::ConfigError::Insecure(p, _) => {
+                    format!("chown root:root {0} && chmod 600 {0}", p.display())
+                }
+                _ => "correct the file; pam_totp.conf(5) lists every key".to_string(),
+            };
+            findings.push(finding(
+                "config",
+                Level::Fail,
+                format!("{e}: enrolled and mandatory users cannot log in"),
+                fix,
+            ));
+            None
+        }
+    }
+}
+
+fn check_store(path: &Path, findings: &mut Vec<Finding>) {
+    match SqliteStore::open(path) {
+        Ok(store) => match store.integrity_check() {
+            Ok(()) => findings.push(finding(
+                "store",
+                Level::Ok,
+                format!(
+                    "{}: root's alone, schema current, integrity ok",
+                    path.display()
+                ),
+                "",
+            )),
+            Err(e) => findings.push(finding(
+                "store",
+                Level::Fail,
+                e.to_string(),
+                "restore the store from a backup, or move it away and re-enroll the users",
+            )),
+        },
+        Err(e) => {
+            let fix = match &e {
+                StoreError::Missing(_) | StoreError::Schema { .. } => {
+                    "run totp-admin store init".to_string()
+                }
+                StoreError::Insecure(..) => {
+                    let dir = path.parent().unwrap_or(Path::new("/"));
+                    format!(
+                        "make it root's alone: chown root:root {0} {1} && chmod 700 {0} && chmod 600 {1} \
+                         (and replace a symbolic link by the real file)",
+                        dir.display(),
+                        path.display()
+                    )
+                }
+                _ => "check the disk and the file; restore it from a backup if it is damaged"
+                    .to_string(),
+            };
+            findings.push(finding("store", Level::Fail, e.to_string(), fix));
+        }
+    }
+}
+
+/// One rule of a PAM stack, after includes are expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PamRule {
+    kind: String,
+    control: String,
+    module: String,
+    /// The file the rule is written in.
+    file: PathBuf,
+}
+
+/// The rules of service `name`, with `@include`, `include` and `substack` expanded.
+fn pam_rules(pam_dir: &Path, name: &str, depth: u32) -> std::result::Result<Vec<PamRule>, String> {
+    if depth > 8 {
+        return Err(format!("{name}: includes nest too deep"));
+    }
+    let file = pam_dir.join(name);
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut rules = Vec::new();
+    for raw in text.lines() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(included) = line.strip_prefix("@include") {
+            rules.extend(pam_rules(pam_dir, included.trim(), depth + 1)?);
+            continue;
+        }
+        let (kind, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let kind = kind.trim_start_matches('-').to_ascii_lowercase();
+        let rest = rest.trim_start();
+        let (control, rest) = if rest.starts_with('[') {
+            let end = rest.find(']').map_or(rest.len(), |i| i + 1);
+            (&rest[..end], &rest[end..])
+        } else {
+            rest.split_once(char::is_whitespace).unwrap_or((rest, ""))
+        };
+        let module = rest.split_whitespace().next().unwrap_or("").to_string();
+        if control == "include" || control == "substack" {
+            let sub = pam_rules(pam_dir, &module, depth + 1)?;
+            rules.extend(sub.into_iter().filter(|r| r.kind == kind));
+            continue;
+        }
+        rules.push(PamRule {
+            kind,
+            control: control.to_string(),
+            module,
+            file: file.clone(),
+        });
+    }
+    Ok(rules)
+}
+
+fn is_totp(rule: &PamRule) -> bool {
+    rule.module.rsplit('/').next() == Some("pam_totp.so")
+}
+
+/// The PAM stacks of sshd, login and sudo.
+fn check_pam(pam_dir: &Path, config: Option<&Config>) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let enroll_at_login = config.is_some_and(|c| c.policy.enroll_at_login);
+    for service in SERVICES {
+        let check = format!("pam {service}");
+        let file = pam_dir.join(service);
+        if !file.exists() {
+            findings.push(finding(
+                &check,
+                Level::Warn,
+                format!("{} does not exist: not checked", file.display()),
+                "",
+            ));
+            continue;
+        }
+        let rules = match pam_rules(pam_dir, service, 0) {
+            Ok(r) => r,
+            Err(why) => {
+                findings.push(finding(
+                    &check,
+                    Level::Fail,
+                    why,
+                    "correct the PAM configuration",
+                ));
+                continue;
+            }
+        };
+        let auth: Vec<&PamRule> = rules.iter().filter(|r| r.kind == "auth").collect();
+        let Some(totp) = auth.iter().find(|r| is_totp(r)) else {
+            findings.push(finding(
+                &check,
+                Level::Fail,
+                format!("pam_totp is not in the auth stack of {}", file.display()),
+                format!(
+                    "add \"auth required pam_totp.so\" after the password module (@include common-auth) in {}, \
+                     or run pam-auth-update --enable totp",
+                    file.display()
+                ),
+            ));
+            continue;
+        };
+        let mut ok = true;
+        if matches!(totp.control.as_str(), "optional" | "sufficient") {
+            ok = false;
+            findings.push(finding(
+                &check,
+                Level::Fail,
+                format!(
+                    "pam_totp is \"{}\" in {}: a wrong code does not stop the login",
+                    totp.control,
+                    totp.file.display()
+                ),
+                format!(
+                    "make it \"auth required pam_totp.so\" in {}",
+                    totp.file.display()
+                ),
+            ));
+        }
+        if enroll_at_login && !rules.iter().any(|r| r.kind == "account" && is_totp(r)) {
+            ok = false;
+            findings.push(finding(
+                &check,
+                Level::Fail,
+                "enroll_at_login is on, but pam_totp is not in the account stack: enrollments at login are never stored",
+                format!("add \"account required pam_totp.so\" to {}", file.display()),
+            ));
+        }
+        if ok {
+            findings.push(finding(
+                &check,
+                Level::Ok,
+                format!(
+                    "pam_totp is in the auth stack ({} in {})",
+                    totp.control,
+                    totp.file.display()
+                ),
+                "",
+            ));
+        }
+    }
+    findings
+}
+
+/// sshd's settings as sshd reads them: the first value of a keyword wins, `Include`
+/// is followed, and `Match` blocks (which apply to some logins only) end the scan.
+fn sshd_settings(path: &Path) -> std::result::Result<HashMap<String, String>, String> {
+    let mut settings = HashMap::new();
+    read_sshd_file(path, &mut settings, 0)?;
+    Ok(settings)
+}
+
+/// Returns `false` once a `Match` line is met.
+fn read_sshd_file(
+    path: &Path,
+    settings: &mut HashMap<String, String>,
+    depth: u32,
+) -> std::result::Result<bool, String> {
+    if depth > 8 {
+        return Err("sshd_config: Include nests too deep".into());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for raw in text.lines() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match line.split_once(|c: char| c.is_whitespace() || c == '=') {
+            Some((k, v)) => (
+                k,
+                v.trim_start_matches(|c: char| c.is_whitespace() || c == '=')
+                    .trim(),
+            ),
+            None => (line, ""),
+        };
+        let key = key.to_ascii_lowercase();
+        match key.as_str() {
+            "match" => return Ok(false),
+            "include" => {
+                for pattern in value.split_whitespace() {
+                    for file in expand_glob(&Path::new("/etc/ssh").join(pattern)) {
+                        if !read_sshd_file(&file, settings, depth + 1)? {
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+            _ => {
+                settings.entry(key).or_insert_with(|| value.to_string());
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The files a `dir/prefix*suffix` pattern names, sorted; a plain path as itself.
+fn expand_glob(pattern: &Path) -> Vec<PathBuf> {
+    let name = pattern
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some((prefix, suffix)) = name.split_once('*') else {
+        return if pattern.exists() {
+            vec![pattern.to_path_buf()]
+        } else {
+            Vec::new()
+        };
+    };
+    let dir = pattern.parent().unwrap_or(Path::new("/"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.len() >= prefix.len() + suffix.len() && n.starts_with(prefix) && n.ends_with(suffix)
+        })
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn check_sshd(path: &Path) -> Vec<Finding> {
+    if !path.exists() {
+        return vec![finding(
+            "sshd",
+            Level::Warn,
+            format!("{} does not exist: not checked", path.display()),
+            "",
+        )];
+    }
+    let settings = match sshd_settings(path) {
+        Ok(s) => s,
+        Err(why) => return vec![finding("sshd", Level::Fail, why, "correct sshd_config")],
+    };
+    sshd_findings(&settings, path)
+}
+
+fn sshd_findings(settings: &HashMap<String, String>, path: &Path) -> Vec<Finding> {
+    let get = |k: &str| settings.get(k).map(|v| v.to_ascii_lowercase());
+    let mut findings = Vec::new();
+    let file = path.display();
+    if get("usepam").as_deref() != Some("yes") {
+        findings.push(finding(
+            "sshd",
+            Level::Fail,
+            "UsePAM is not yes: sshd never asks pam_totp",
+            format!("set \"UsePAM yes\" in {file}"),
+        ));
+    }
+    let kbd =
+        get("kbdinteractiveauthentication").or_else(|| get("challengeresponseauthentication"));
+    if kbd.as_deref() == Some("no") {
+        findings.push(finding(
+            "sshd",
+            Level::Fail,
+            "KbdInteractiveAuthentication is no: the code prompt cannot reach the user",
+            format!("set \"KbdInteractiveAuthentication yes\" in {file}"),
+        ));
+    }
+    let pubkey = get("pubkeyauthentication").as_deref() != Some("no");
+    match get("authenticationmethods").as_deref() {
+        None | Some("any") if pubkey => findings.push(finding(
+            "sshd",
+            Level::Fail,
+            "AuthenticationMethods is not set: a login with an SSH key skips the code",
+            format!(
+                "set \"AuthenticationMethods publickey,keyboard-interactive\" (key and code) or \
+                 \"AuthenticationMethods keyboard-interactive\" (password and code) in {file}"
+            ),
+        )),
+        None | Some("any") => {}
+        Some(methods) => {
+            let without: Vec<&str> = methods
+                .split_whitespace()
+                .filter(|list| {
+                    !list
+                        .split(',')
+                        .any(|m| m.starts_with("keyboard-interactive"))
+                })
+                .collect();
+            if !without.is_empty() {
+                findings.push(finding(
+                    "sshd",
+                    Level::Fail,
+                    format!("AuthenticationMethods allows {} without keyboard-interactive: those logins skip the code", without.join(" ")),
+                    format!("add keyboard-interactive to every list of AuthenticationMethods in {file}"),
+                ));
+            }
+        }
+    }
+    if findings.is_empty() {
+        findings.push(finding(
+            "sshd",
+            Level::Ok,
+            "UsePAM, KbdInteractiveAuthentication and AuthenticationMethods let pam_totp ask every login",
+            "",
+        ));
+    }
+    findings
+}
+
+/// Codes depend on the clock: a clock a minute off refuses every code.
+fn check_clock() -> Finding {
+    // SAFETY: an all-zero timex with modes 0 only reads the kernel's clock state.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: tx is a valid, writable timex.
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    let synced = state >= 0 && state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0;
+    if synced {
+        finding("clock", Level::Ok, "the clock is synchronised (NTP)", "")
+    } else {
+        finding(
+            "clock",
+            Level::Fail,
+            "the clock is not synchronised: codes are checked against it, and a drift of a minute refuses them",
+            "turn on time synchronisation: timedatectl set-ntp true, or install chrony",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("totp-admin-doctor-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn pam_includes_are_followed() {
+        let dir = temp_dir("pam");
+        std::fs::write(dir.join("common-auth"), "auth [success=1 default=ignore] pam_unix.so nullok\nauth requisite pam_deny.so\nauth required pam_totp.so\n").unwrap();
+        std::fs::write(dir.join("common-account"), "account required pam_unix.so\n").unwrap();
+        std::fs::write(
+            dir.join("sshd"),
+            "# sshd\n@include common-auth\n@include common-account\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("login"),
+            "auth include common-auth\naccount include common-account\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("sudo"),
+            "auth optional /lib/security/pam_totp.so\n",
+        )
+        .unwrap();
+        let findings = check_pam(&dir, None);
+        let level = |check: &str| {
+            findings
+                .iter()
+                .filter(|f| f.check == check)
+                .map(|f| f.level)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(level("pam sshd"), vec![Level::Ok]);
+        assert_eq!(level("pam login"), vec![Level::Ok]);
+        assert_eq!(level("pam sudo"), vec![Level::Fail]);
+        let mut config = Config::default();
+        config.policy.enroll_at_login = true;
+        let findings = check_pam(&dir, Some(&config));
+        assert!(findings
+            .iter()
+            .any(|f| f.check == "pam sshd" && f.message.contains("account stack")));
+        std::fs::write(dir.join("sshd"), "@include common-account\n").unwrap();
+        let findings = check_pam(&dir, None);
+        let sshd = findings.iter().find(|f| f.check == "pam sshd").unwrap();
+        assert_eq!(sshd.level, Level::Fail);
+        assert!(sshd.fix.contains("auth required pam_totp.so"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sshd_first_value_wins_and_match_ends() {
+        let dir = temp_dir("sshd");
+        let conf = dir.join("sshd_config");
+        std::fs::write(
+            &conf,
+            "# c\nUsePAM yes\nusepam no\nKbdInteractiveAuthentication=yes\n\
+             AuthenticationMethods publickey,keyboard-interactive\nMatch User x\n  UsePAM no\n",
+        )
+        .unwrap();
+        let s = sshd_settings(&conf).unwrap();
+        assert_eq!(s["usepam"], "yes");
+        assert_eq!(s["kbdinteractiveauthentication"], "yes");
+        let f = sshd_findings(&s, &conf);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].level, Level::Ok);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sshd_problems_say_what_to_set() {
+        let path = Path::new("/etc/ssh/sshd_config");
+        let settings: HashMap<String, String> = [("kbdinteractiveauthentication", "no")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let f = sshd_findings(&settings, path);
+        assert!(f.iter().any(|f| f.fix.contains("UsePAM yes")));
+        assert!(f
+            .iter()
+            .any(|f| f.fix.contains("KbdInteractiveAuthentication yes")));
+        assert!(f.iter().any(|f| f
+            .fix
+            .contains("AuthenticationMethods publickey,keyboard-interactive")));
+        let settings: HashMap<String, String> = [
+            ("usepam", "yes"),
+            (
+                "authenticationmethods",
+                "publickey password,keyboard-interactive",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let f = sshd_findings(&settings, path);
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].message.contains("allows publickey without"),
+            "{}",
+            f[0].message
+        );
+    }
+}

@@ -1,0 +1,402 @@
+//! `policy show` and `policy set`. `set` edits config.toml in place with toml_edit, so
+//! the admin's comments and layout survive, checks the result with the same parser the
+//! module uses, and replaces the file atomically with its owner and mode.
+
+use super::{user_policy, Ctx};
+use crate::audit;
+use crate::cli::PolicySetArgs;
+use crate::error::{Error, Result};
+use crate::output::{emit, emit_json, field_table, list_cell};
+use pam_totp::account;
+use pam_totp::config::{Config, FailMode};
+use serde_json::json;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use toml_edit::{Array, DocumentMut, Item, Table, TableLike, Value};
+
+/// `policy show [--user U]`.
+pub fn show(ctx: &Ctx, user: Option<&str>) -> Result<()> {
+    let target = user.map(|u| ctx.caller.target_name(Some(u))).transpose()?;
+    let config = ctx.config()?;
+    let p = &config.policy;
+    let failmode = match p.failmode {
+        FailMode::Secure => "secure",
+        FailMode::Open => "open",
+    };
+    let networks: Vec<String> = p.exempt_networks.iter().map(ToString::to_string).collect();
+    let for_user = match &target {
+        Some(name) => Some((name.clone(), user_policy(&config, name)?)),
+        None => None,
+    };
+    if ctx.json {
+        let mut value = json!({
+            "mandatory": p.mandatory,
+            "mandatory_groups": p.mandatory_groups,
+            "exempt_groups": p.exempt_groups,
+            "exempt_networks": networks,
+            "grace_period": p.grace_period.to_string(),
+            "enroll_at_login": p.enroll_at_login,
+            "enroll_confirm_codes": p.enroll_confirm_codes,
+            "failmode": failmode,
+        });
+        if let Some((name, (policy, reason))) = &for_user {
+            value["user"] = json!(name);
+            value["policy"] = json!(policy.as_str());
+            value["reason"] = json!(reason.to_string());
+        }
+        return emit_json(&value);
+    }
+    let mut rows = Vec::new();
+    if let Some((name, (policy, reason))) = &for_user {
+        rows.push(("user".to_string(), name.clone()));
+        rows.push(("policy".to_string(), policy.as_str().to_string()));
+        rows.push(("reason".to_string(), reason.to_string()));
+        if !networks.is_empty() && policy.as_str() != "exempt" {
+            rows.push(("from exempt_networks".to_string(), "exempt".to_string()));
+        }
+    }
+    rows.extend([
+        ("mandatory".to_string(), p.mandatory.to_string()),
+        (
+            "mandatory_groups".to_string(),
+            list_cell(&p.mandatory_groups),
+        ),
+        ("exempt_groups".to_string(), list_cell(&p.exempt_groups)),
+        ("exempt_networks".to_string(), list_cell(&networks)),
+        ("grace_period".to_string(), p.grace_period.to_string()),
+        ("enroll_at_login".to_string(), p.enroll_at_login.to_string()),
+        (
+            "enroll_confirm_codes".to_string(),
+            p.enroll_confirm_codes.to_string(),
+        ),
+        ("failmode".to_string(), failmode.to_string()),
+    ]);
+    emit(&field_table(&rows))
+}
+
+/// Mandatory or optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Mandatory,
+    Optional,
+}
+
+/// What `policy set` changes: host-wide, or one group's membership in
+/// `mandatory_groups`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub level: Level,
+    pub group: Option<String>,
+}
+
+impl Change {
+    fn describe(&self) -> String {
+        let level = match self.level {
+            Level::Mandatory => "mandatory",
+            Level::Optional => "optional",
+        };
+        match &self.group {
+            Some(g) => format!("{level} for group {g}"),
+            None => format!("{level} host-wide"),
+        }
+    }
+}
+
+/// `policy set --mandatory|--optional [--group G]` (root).
+pub fn set(ctx: &Ctx, args: &PolicySetArgs) -> Result<()> {
+    ctx.caller.require_root("policy set")?;
+    let change = Change {
+        level: if args.mandatory {
+            Level::Mandatory
+        } else {
+            Level::Optional
+        },
+        group: args.group.clone(),
+    };
+    if let (Some(g), Level::Mandatory) = (&change.group, change.level) {
+        if account::group_gid(g)?.is_none() {
+            return Err(Error::failed(format!(
+                "no such group: {}",
+                pam_totp::log::quoted(g)
+            )));
+        }
+    }
+    // Owner, mode and validity of the current file, as the module checks them.
+    ctx.config()?;
+    let path = &ctx.config_path;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::failed(format!("{}: cannot read: {e}", path.display())))?;
+    let Some(new_text) = edit_policy(&text, &change)
+        .map_err(|why| Error::refused(format!("{}: {why}", path.display())))?
+    else {
+        return emit(&format!(
+            "Already {}: nothing to change.\n",
+            change.describe()
+        ));
+    };
+    write_atomically(path, &new_text)?;
+    audit::done(&ctx.caller, "policy-set", "-", &change.describe());
+    let config = Config::parse(&new_text).map_err(Error::failed)?;
+    emit(&format!(
+        "Two-factor authentication is now {}.\n",
+        change.describe()
+    ))?;
+    if change.level == Level::Optional && change.group.is_some() && config.policy.mandatory {
+        emit("Note: it is still mandatory host-wide (policy.mandatory = true).\n")?;
+    }
+    if change.level == Level::Optional
+        && change.group.is_none()
+        && !config.policy.mandatory_groups.is_empty()
+    {
+        emit(&format!(
+            "Note: it is still mandatory for the groups {}.\n",
+            config.policy.mandatory_groups.join(", ")
+        ))?;
+    }
+    Ok(())
+}
+
+/// Applies `change` to the text of config.toml, keeping comments and layout. `None`
+/// when nothing changes; an error when the result would not be a valid configuration.
+pub fn edit_policy(text: &str, change: &Change) -> std::result::Result<Option<String>, String> {
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| format!("not valid TOML: {}", e.message()))?;
+    let policy = doc
+        .entry("policy")
+        .or_insert(Item::Table(Table::new()))
+        .as_table_like_mut()
+        .ok_or("[policy] is not a table")?;
+    let mandatory = change.level == Level::Mandatory;
+    match &change.group {
+        None => set_bool(policy, "mandatory", mandatory)?,
+        Some(group) => {
+            let groups = policy
+                .entry("mandatory_groups")
+                .or_insert(Item::Value(Value::Array(Array::new())))
+                .as_array_mut()
+                .ok_or("policy.mandatory_groups is not a list")?;
+            let present = groups.iter().any(|v| v.as_str() == Some(group));
+            if mandatory && !present {
+                groups.push(group.as_str());
+            } else if !mandatory && present {
+                groups.retain(|v| v.as_str() != Some(group));
+            }
+        }
+    }
+    let new_text = doc.to_string();
+    if new_text == text {
+        return Ok(None);
+    }
+    Config::parse(&new_text).map_err(|why| format!("the result would be invalid: {why}"))?;
+    Ok(Some(new_text))
+}
+
+/// Sets a boolean, keeping the comment that follows the old value on its line.
+fn set_bool(table: &mut dyn TableLike, key: &str, value: bool) -> std::result::Result<(), String> {
+    match table.get_mut(key) {
+        Some(item) if item.is_value() => {
+            let old = item.as_value_mut().ok_or("not a value")?;
+            if old.as_bool() == Some(value) {
+                return Ok(());
+            }
+            let decor = old.decor().clone();
+            *old = Value::from(value);
+            *old.decor_mut() = decor;
+        }
+        Some(_) => return Err(format!("policy.{key} is not a value")),
+        None => {
+            table.insert(key, toml_edit::value(value));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `path` with `text` atomically: a new file in the same directory with the
+/// old one's owner, group and mode, flushed, then renamed over it.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let fail =
+        |what: &str, e: std::io::Error| Error::failed(format!("{}: {what}: {e}", path.display()));
+    let meta = std::fs::symlink_metadata(path).map_err(|e| fail("cannot stat", e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::failed(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp: PathBuf = dir.join(format!(".{name}.totp-admin.{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| fail("cannot create a temporary file", e))?;
+        std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()))
+            .map_err(|e| fail("cannot set the owner", e))?;
+        file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(|e| fail("cannot set the mode", e))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| fail("cannot write", e))?;
+        file.sync_all().map_err(|e| fail("cannot flush", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| fail("cannot replace", e))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../../../config/config.toml");
+
+    fn change(level: Level, group: Option<&str>) -> Change {
+        Change {
+            level,
+            group: group.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn host_wide_keeps_comments_and_layout() {
+        let out = edit_policy(SHIPPED, &change(Level::Mandatory, None))
+            .unwrap()
+            .unwrap();
+        assert!(Config::parse(&out).unwrap().policy.mandatory);
+        // Exactly one line changed; every comment is still there.
+        let before: Vec<&str> = SHIPPED.lines().collect();
+        let after: Vec<&str> = out.lines().collect();
+        assert_eq!(before.len(), after.len());
+        let diff: Vec<(&&str, &&str)> = before.iter().zip(&after).filter(|(a, b)| a != b).collect();
+        assert_eq!(diff, vec![(&"mandatory = false", &"mandatory = true")]);
+        // And back.
+        let back = edit_policy(&out, &change(Level::Optional, None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, SHIPPED);
+    }
+
+    #[test]
+    fn trailing_comments_survive() {
+        let text = "# top\n[policy]\nmandatory = false   # host-wide\n# after\n";
+        let out = edit_policy(text, &change(Level::Mandatory, None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out,
+            "# top\n[policy]\nmandatory = true   # host-wide\n# after\n"
+        );
+    }
+
+    #[test]
+    fn groups_are_added_and_removed() {
+        let out = edit_policy(SHIPPED, &change(Level::Mandatory, Some("admins")))
+            .unwrap()
+            .unwrap();
+        assert!(out.contains("mandatory_groups = [\"admins\"]"), "{out}");
+        let out = edit_policy(&out, &change(Level::Mandatory, Some("sudo")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Config::parse(&out).unwrap().policy.mandatory_groups,
+            vec!["admins".to_string(), "sudo".to_string()]
+        );
+        assert_eq!(
+            edit_policy(&out, &change(Level::Mandatory, Some("sudo"))).unwrap(),
+            None
+        );
+        let out = edit_policy(&out, &change(Level::Optional, Some("admins")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Config::parse(&out).unwrap().policy.mandatory_groups,
+            vec!["sudo".to_string()]
+        );
+        let out = edit_policy(&out, &change(Level::Optional, Some("sudo")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, SHIPPED, "back to the original text");
+        assert!(out.contains("# ... or only of the members of these groups"));
+    }
+
+    #[test]
+    fn a_missing_policy_table_is_created() {
+        let text = "# only a store\n[store]\npath = \"/x/y.db\"\n";
+        let out = edit_policy(text, &change(Level::Mandatory, Some("wheel")))
+            .unwrap()
+            .unwrap();
+        assert!(out.starts_with("# only a store\n[store]\n"));
+        let c = Config::parse(&out).unwrap();
+        assert_eq!(c.policy.mandatory_groups, vec!["wheel".to_string()]);
+        assert_eq!(c.store.path, PathBuf::from("/x/y.db"));
+    }
+
+    #[test]
+    fn nothing_to_change() {
+        assert_eq!(
+            edit_policy(SHIPPED, &change(Level::Optional, None)).unwrap(),
+            None
+        );
+        assert_eq!(
+            edit_policy(SHIPPED, &change(Level::Optional, Some("nobody"))).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn invalid_results_are_refused() {
+        let err = edit_policy(SHIPPED, &change(Level::Mandatory, Some("bad:group"))).unwrap_err();
+        assert!(err.contains("invalid"), "{err}");
+        let err = edit_policy(
+            "[policy]\nmandatory_groups = \"sudo\"\n",
+            &change(Level::Mandatory, Some("x")),
+        )
+        .unwrap_err();
+        assert!(err.contains("not a list"), "{err}");
+        assert!(edit_policy("policy = 3\n", &change(Level::Mandatory, None)).is_err());
+        assert!(edit_policy("[policy\n", &change(Level::Mandatory, None)).is_err());
+        // An existing unknown key makes every result invalid.
+        let err = edit_policy(
+            "[policy]\nmandatroy = false\n",
+            &change(Level::Mandatory, None),
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown"), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_keeps_owner_and_mode() {
+        let dir = std::env::temp_dir().join(format!("totp-admin-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, "[policy]\nmandatory = false\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomically(&path, "[policy]\nmandatory = true\n").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "[policy]\nmandatory = true\n"
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

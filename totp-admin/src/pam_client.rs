@@ -1,0 +1,200 @@
+//! The password check before a first enrollment: the user re-enters their login
+//! password through PAM service `totp-admin` (like `chsh`), so that someone at an
+//! unlocked terminal cannot bind their own phone to the account. Every call into
+//! libpam lives in this file.
+
+use crate::error::{Error, Result};
+use crate::terminal;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+
+/// The PAM service file (`/etc/pam.d/totp-admin`): the password stack, never pam_totp.
+pub const SERVICE: &str = "totp-admin";
+
+#[repr(C)]
+struct PamMessage {
+    msg_style: c_int,
+    msg: *const c_char,
+}
+
+#[repr(C)]
+struct PamResponse {
+    resp: *mut c_char,
+    resp_retcode: c_int,
+}
+
+type ConvFn =
+    extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int;
+
+#[repr(C)]
+struct PamConv {
+    conv: Option<ConvFn>,
+    appdata_ptr: *mut c_void,
+}
+
+#[link(name = "pam")]
+extern "C" {
+    fn pam_start(
+        service: *const c_char,
+        user: *const c_char,
+        conv: *const PamConv,
+        pamh: *mut *mut c_void,
+    ) -> c_int;
+    fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
+    fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
+    fn pam_acct_mgmt(pamh: *mut c_void, flags: c_int) -> c_int;
+    fn pam_strerror(pamh: *mut c_void, errnum: c_int) -> *const c_char;
+    fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
+}
+
+const PAM_SUCCESS: c_int = 0;
+const PAM_BUF_ERR: c_int = 5;
+const PAM_CONV_ERR: c_int = 19;
+const PAM_RUSER: c_int = 8;
+const PAM_PROMPT_ECHO_OFF: c_int = 1;
+const PAM_PROMPT_ECHO_ON: c_int = 2;
+const PAM_ERROR_MSG: c_int = 3;
+const PAM_TEXT_INFO: c_int = 4;
+const PAM_MAX_NUM_MSG: c_int = 32;
+
+/// Asks for `user`'s password through PAM (auth and account phases).
+pub fn check_password(user: &str) -> Result<()> {
+    let service = CString::new(SERVICE).expect("constant without NUL");
+    let c_user = CString::new(user).map_err(|_| Error::failed("user name contains a NUL byte"))?;
+    let conv = PamConv {
+        conv: Some(conversation),
+        appdata_ptr: std::ptr::null_mut(),
+    };
+    let mut pamh: *mut c_void = std::ptr::null_mut();
+    // SAFETY: service, user and conv are valid and outlive the handle (pam_end below).
+    let rc = unsafe { pam_start(service.as_ptr(), c_user.as_ptr(), &conv, &mut pamh) };
+    if rc != PAM_SUCCESS || pamh.is_null() {
+        return Err(Error::failed(format!(
+            "cannot start PAM service {SERVICE} (error {rc})"
+        )));
+    }
+    // SAFETY: pamh is live; libpam copies the string.
+    unsafe { pam_set_item(pamh, PAM_RUSER, c_user.as_ptr().cast()) };
+    // SAFETY: pamh is live.
+    let mut rc = unsafe { pam_authenticate(pamh, 0) };
+    if rc == PAM_SUCCESS {
+        // SAFETY: pamh is live.
+        rc = unsafe { pam_acct_mgmt(pamh, 0) };
+    }
+    let reason = if rc == PAM_SUCCESS {
+        String::new()
+    } else {
+        // SAFETY: pamh is live; pam_strerror returns a static string or NULL.
+        let text = unsafe { pam_strerror(pamh, rc) };
+        if text.is_null() {
+            format!("error {rc}")
+        } else {
+            // SAFETY: a non-null pam_strerror result is a NUL-terminated string.
+            unsafe { CStr::from_ptr(text) }
+                .to_string_lossy()
+                .into_owned()
+        }
+    };
+    // SAFETY: pamh is live and not used afterwards.
+    unsafe { pam_end(pamh, rc) };
+    if rc == PAM_SUCCESS {
+        Ok(())
+    } else {
+        Err(Error::refused(format!("password not accepted ({reason})")))
+    }
+}
+
+/// Answers libpam's prompts from the terminal. Messages are shown; a prompt that
+/// cannot be answered ends the conversation with PAM_CONV_ERR.
+extern "C" fn conversation(
+    n: c_int,
+    msgs: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    _appdata: *mut c_void,
+) -> c_int {
+    if !(1..=PAM_MAX_NUM_MSG).contains(&n) || msgs.is_null() || resp.is_null() {
+        return PAM_CONV_ERR;
+    }
+    let count = n as usize;
+    // SAFETY: calloc of `count` zeroed responses; ownership passes to libpam on success.
+    let out =
+        unsafe { libc::calloc(count, std::mem::size_of::<PamResponse>()) }.cast::<PamResponse>();
+    if out.is_null() {
+        return PAM_BUF_ERR;
+    }
+    for i in 0..count {
+        // SAFETY: Linux-PAM passes an array of n valid message pointers.
+        let message = unsafe { &**msgs.add(i) };
+        let text = if message.msg.is_null() {
+            String::new()
+        } else {
+            // SAFETY: a message's text is a NUL-terminated string.
+            unsafe { CStr::from_ptr(message.msg) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        let answer = match message.msg_style {
+            PAM_PROMPT_ECHO_OFF => terminal::ask(&text, false).ok(),
+            PAM_PROMPT_ECHO_ON => terminal::ask(&text, true).ok(),
+            PAM_ERROR_MSG => {
+                eprintln!("{text}");
+                continue;
+            }
+            PAM_TEXT_INFO => {
+                let _ = terminal::say(&text);
+                continue;
+            }
+            _ => None,
+        };
+        let Some(answer) = answer else {
+            // SAFETY: frees what this call allocated; libpam gets nothing back.
+            unsafe { free_responses(out, count) };
+            return PAM_CONV_ERR;
+        };
+        let bytes = answer.as_bytes();
+        if bytes.contains(&0) {
+            // SAFETY: as above.
+            unsafe { free_responses(out, count) };
+            return PAM_CONV_ERR;
+        }
+        // SAFETY: a buffer of len + 1 bytes for the answer and its NUL; libpam frees it
+        // (and the modules that read it wipe their own copies).
+        let copy = unsafe { libc::malloc(bytes.len() + 1) }.cast::<u8>();
+        if copy.is_null() {
+            // SAFETY: as above.
+            unsafe { free_responses(out, count) };
+            return PAM_BUF_ERR;
+        }
+        // SAFETY: copy has room for len + 1 bytes; out has room for count entries.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), copy, bytes.len());
+            *copy.add(bytes.len()) = 0;
+            (*out.add(i)).resp = copy.cast();
+        }
+    }
+    // SAFETY: resp is libpam's out-pointer, checked non-null above.
+    unsafe { *resp = out };
+    PAM_SUCCESS
+}
+
+/// Wipes and frees the answers given so far and the array.
+///
+/// # Safety
+/// `out` must be a calloc'd array of `count` responses whose non-null `resp` fields
+/// were malloc'd NUL-terminated strings.
+unsafe fn free_responses(out: *mut PamResponse, count: usize) {
+    for i in 0..count {
+        // SAFETY: i < count, within the array (the caller's contract).
+        let r = unsafe { &mut *out.add(i) };
+        if !r.resp.is_null() {
+            // SAFETY: resp is a NUL-terminated malloc'd string (the caller's contract).
+            unsafe {
+                let len = libc::strlen(r.resp);
+                std::ptr::write_bytes(r.resp, 0, len);
+                libc::free(r.resp.cast());
+            }
+            r.resp = std::ptr::null_mut();
+        }
+    }
+    // SAFETY: out was allocated with calloc (the caller's contract).
+    unsafe { libc::free(out.cast()) };
+}
