@@ -16,6 +16,14 @@ use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+mod open;
+mod transfer;
+pub use open::{open_for_admin, open_for_login};
+pub use transfer::{hashed_code, EnrolledUser};
+
+/// How long a writer waits for another's transaction before giving up.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The schema this build reads and writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
 
@@ -72,6 +80,11 @@ pub enum StoreError {
     Schema { found: i64 },
     /// A stored value is out of range (edited by hand?).
     Corrupt(String),
+    /// The configured backend is not part of this build.
+    Unsupported(String),
+    /// The PostgreSQL server: not reached within the deadline, TLS or login refused, or a
+    /// statement failed.
+    Remote(String),
 }
 
 impl fmt::Display for StoreError {
@@ -85,6 +98,8 @@ impl fmt::Display for StoreError {
                 "store schema version {found}, this version uses {SCHEMA_VERSION}: run totp-admin store init"
             ),
             StoreError::Corrupt(why) => write!(f, "store: corrupt row: {why}"),
+            StoreError::Unsupported(why) => write!(f, "store: {why}"),
+            StoreError::Remote(why) => write!(f, "store: postgresql: {why}"),
         }
     }
 }
@@ -137,6 +152,10 @@ pub trait Store {
     /// The user's throttle counters for every source, sorted by source, and the
     /// per-user ceiling window (for `totp-admin status`: is the user locked anywhere?).
     fn throttle_state(&self, user: &str) -> Result<(Vec<(String, PairFailures)>, UserFailures)>;
+    /// Every enrolled user with factor and recovery codes as stored (`store copy`).
+    fn export(&self) -> Result<Vec<EnrolledUser>>;
+    /// Writes a copied user as they were, replacing what this store held for them.
+    fn import(&self, user: &EnrolledUser) -> Result<()>;
 }
 
 /// The embedded SQLite store.
@@ -199,7 +218,8 @@ fn check_store_dir(path: &Path) -> Result<()> {
             format!("{} is not a directory", dir.display()),
         ));
     }
-    check_owner_and_mode(&dir_meta, "its directory").map_err(|why| StoreError::Insecure(owned(), why))
+    check_owner_and_mode(&dir_meta, "its directory")
+        .map_err(|why| StoreError::Insecure(owned(), why))
 }
 
 /// The store file: a regular file (not a symlink), root's, readable by root alone.
@@ -244,7 +264,9 @@ impl SqliteStore {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(path, flags)?;
-        Self::configure(&conn, "NORMAL")?;
+        // synchronous=NORMAL is the compiled-in default for WAL (.cargo/config.toml):
+        // a commit is not fsynced, a checkpoint is.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         let store = SqliteStore { conn };
         let version = store.schema_version()?;
         if version != SCHEMA_VERSION {
@@ -286,7 +308,8 @@ impl SqliteStore {
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(path, flags)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        Self::configure(&conn, "FULL")?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
         let store = SqliteStore { conn };
         store.migrate()?;
         // The WAL and shared-memory files inherit nothing: keep them root's alone.
@@ -309,12 +332,6 @@ impl SqliteStore {
         };
         store.migrate()?;
         Ok(store)
-    }
-
-    fn configure(conn: &Connection, synchronous: &str) -> Result<()> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "synchronous", synchronous)?;
-        Ok(())
     }
 
     fn schema_version(&self) -> Result<i64> {
@@ -675,6 +692,14 @@ impl Store for SqliteStore {
         })?;
         let pairs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok((pairs, read_window(&self.conn, user)?))
+    }
+
+    fn export(&self) -> Result<Vec<EnrolledUser>> {
+        transfer::export(&self.conn)
+    }
+
+    fn import(&self, user: &EnrolledUser) -> Result<()> {
+        self.immediate(|c| transfer::import(c, user))
     }
 }
 
