@@ -115,7 +115,7 @@ impl fmt::Display for Outcome {
                         "not enrolled, mandatory, in grace period until {}",
                         format_utc(*until)
                     )?,
-                    IgnoreReason::FailOpen(why) => write!(f, "failmode=open: {why}")?,
+                    IgnoreReason::FailOpen(why) => write!(f, "failmode=open: {}", unquoted(why))?,
                 }
                 f.write_str("\"")
             }
@@ -135,11 +135,22 @@ impl fmt::Display for Outcome {
                 }
                 f.write_str("\"")
             }
-            Outcome::Unavailable(why) => write!(f, "result=unavailable reason=\"{why}\""),
+            Outcome::Unavailable(why) => {
+                write!(f, "result=unavailable reason=\"{}\"", unquoted(why))
+            }
             Outcome::ConversationFailed => {
                 f.write_str("result=conv_error reason=\"no answer to the prompt\"")
             }
         }
+    }
+}
+
+/// Error text inside a quoted log field: its own double quotes become single ones.
+fn unquoted(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('"') {
+        text.replace('"', "'").into()
+    } else {
+        text.into()
     }
 }
 

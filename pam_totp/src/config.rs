@@ -10,6 +10,9 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+mod pg;
+pub use pg::{Backend, SslMode, Timeout};
+
 /// Where the module and `totp-admin` read the configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pam_totp/config.toml";
 /// Where the store lives unless the configuration says otherwise.
@@ -154,13 +157,35 @@ impl Default for RecoveryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    pub backend: Backend,
+    /// The SQLite file (`backend = "sqlite"`).
     pub path: PathBuf,
+    // PostgreSQL (`backend = "postgresql"`): see config/pg.rs and docs/FLEET.md.
+    pub host: String,
+    pub hostaddr: Option<std::net::IpAddr>,
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    pub password_file: Option<PathBuf>,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<PathBuf>,
+    pub timeout: Timeout,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: Backend::Sqlite,
             path: PathBuf::from(DEFAULT_STORE_PATH),
+            host: String::new(),
+            hostaddr: None,
+            port: pg::DEFAULT_PORT,
+            dbname: String::new(),
+            user: String::new(),
+            password_file: None,
+            sslmode: SslMode::VerifyFull,
+            sslrootcert: None,
+            timeout: pg::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -343,6 +368,7 @@ impl Config {
                 self.recovery.codes
             ));
         }
+        self.store.validate_backend()?;
         if !self.store.path.is_absolute() {
             return Err(format!(
                 "store.path = {:?}: must be an absolute path",

@@ -14,6 +14,7 @@ pub mod account;
 pub mod auth;
 pub mod config;
 pub mod enroll;
+pub mod gauth;
 pub mod log;
 pub mod otp;
 pub mod pam;
@@ -21,5 +22,8 @@ pub mod policy;
 pub mod qr;
 pub mod recovery;
 pub mod secret;
+pub mod stack;
 pub mod store;
+#[cfg(feature = "postgresql")]
+pub mod store_pg;
 pub mod throttle;

@@ -31,15 +31,19 @@ pub fn quoted(field: &str) -> String {
     out
 }
 
-/// `user="alice" service="sshd" source="192.0.2.7" result=success reason="code accepted"`.
-pub fn decision_line(login: &Login<'_>, outcome: &Outcome) -> String {
+/// `user="alice" service="sshd" source="192.0.2.7"`.
+pub fn login_fields(login: &Login<'_>) -> String {
     format!(
-        "user={} service={} source={} {}",
+        "user={} service={} source={}",
         quoted(login.user),
         quoted(login.service),
-        quoted(login.source()),
-        outcome
+        quoted(login.source())
     )
+}
+
+/// `user="alice" service="sshd" source="192.0.2.7" result=success reason="code accepted"`.
+pub fn decision_line(login: &Login<'_>, outcome: &Outcome) -> String {
+    format!("{} {outcome}", login_fields(login))
 }
 
 #[cfg(test)]

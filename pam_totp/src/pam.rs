@@ -6,17 +6,18 @@ use crate::account::Membership;
 use crate::auth::{self, Login, Method, Next, Notice, Outcome};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::enroll::{self, NewFactor};
-use crate::log::decision_line;
+use crate::log::{decision_line, login_fields};
 use crate::otp::grouped_base32;
 use crate::policy::{policy_for, Policy};
 use crate::qr::qr_lines;
 use crate::recovery::HashedCode;
 use crate::secret::Answer;
-use crate::store::SqliteStore;
+use crate::stack;
+use crate::store::open_for_login;
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// libpam's opaque handle.
 #[allow(non_camel_case_types)]
@@ -109,6 +110,24 @@ pub fn pam_code(outcome: &Outcome) -> c_int {
     }
 }
 
+/// The PAM items that say where a login comes from.
+struct Items {
+    service: String,
+    rhost: Option<String>,
+    tty: Option<String>,
+}
+
+impl Items {
+    fn login<'a>(&'a self, user: &'a str) -> Login<'a> {
+        Login {
+            user,
+            service: &self.service,
+            rhost: self.rhost.as_deref(),
+            tty: self.tty.as_deref(),
+        }
+    }
+}
+
 /// A borrowed, non-null PAM handle for the duration of one call.
 pub struct Handle {
     pamh: *mut pam_handle_t,
@@ -127,6 +146,14 @@ impl Handle {
         // SAFETY: string items are NUL-terminated C strings owned by libpam.
         let text = unsafe { CStr::from_ptr(ptr.cast()) };
         Some(text.to_string_lossy().into_owned())
+    }
+
+    fn items(&self) -> Items {
+        Items {
+            service: self.item(PAM_SERVICE).unwrap_or_default(),
+            rhost: self.item(PAM_RHOST),
+            tty: self.item(PAM_TTY),
+        }
     }
 
     fn user(&self) -> Result<String, c_int> {
@@ -324,10 +351,7 @@ fn guarded(
                 body(&handle, &options)
             }
             Err(why) => {
-                handle.log(
-                    libc::LOG_ERR,
-                    &format!("result=unavailable reason=\"{why}\""),
-                );
+                handle.log(libc::LOG_ERR, &Outcome::Unavailable(why).to_string());
                 PAM_AUTHINFO_UNAVAIL
             }
         }
@@ -357,15 +381,8 @@ fn authenticate(handle: &Handle, options: &Options) -> c_int {
             return rc;
         }
     };
-    let service = handle.item(PAM_SERVICE).unwrap_or_default();
-    let rhost = handle.item(PAM_RHOST);
-    let tty = handle.item(PAM_TTY);
-    let login = Login {
-        user: &user,
-        service: &service,
-        rhost: rhost.as_deref(),
-        tty: tty.as_deref(),
-    };
+    let items = handle.items();
+    let login = items.login(&user);
     let outcome = run_login(handle, options, &login, unix_now());
     let priority = match &outcome {
         Outcome::Success(_) | Outcome::Ignore(_) => libc::LOG_INFO,
@@ -399,11 +416,11 @@ fn run_login(handle: &Handle, options: &Options, login: &Login<'_>, now: i64) ->
         // Decided from the configuration alone: the store is not opened.
         return Outcome::Ignore(auth::IgnoreReason::Exempt(policy.1));
     }
-    let store = match SqliteStore::open(&config.store.path) {
+    let store = match open_for_login(&config) {
         Ok(s) => s,
         Err(e) => return auth::unavailable(failmode, e.to_string()),
     };
-    let next = match auth::start_login(&config, &store, login, policy.clone(), now) {
+    let next = match auth::start_login(&config, &*store, login, policy.clone(), now) {
         Ok(n) => n,
         Err(e) => return auth::unavailable(failmode, e.to_string()),
     };
@@ -421,7 +438,7 @@ fn run_login(handle: &Handle, options: &Options, login: &Login<'_>, now: i64) ->
             let Ok(answer) = handle.prompt_hidden(CODE_PROMPT) else {
                 return Outcome::ConversationFailed;
             };
-            auth::check_answer(&config, &store, login, &challenge, &answer, now)
+            auth::check_answer(&config, &*store, login, &challenge, &answer, now)
                 .unwrap_or_else(|e| auth::unavailable(failmode, e.to_string()))
         }
         Next::EnrollNow => enroll_at_login(handle, &config, login),
@@ -442,6 +459,15 @@ struct Pending {
 /// confirmation code(s); the recovery codes followed by a prompt (sshd shows module text
 /// only together with a following prompt). The factor is kept with pam_set_data.
 fn enroll_at_login(handle: &Handle, config: &Config, login: &Login<'_>) -> Outcome {
+    // Without the account line the factor would never be stored, and the user would
+    // keep coming in on the password alone: refuse rather than pretend.
+    if stack::has_totp_account(Path::new(stack::PAM_DIR), login.service) == Some(false) {
+        return Outcome::Unavailable(format!(
+            "configuration error: enrollment at login needs 'account required pam_totp.so' in {}/{}",
+            stack::PAM_DIR,
+            login.service
+        ));
+    }
     let host = enroll::hostname();
     let factor = match enroll::new_factor(config, login.user, &host) {
         Ok(f) => f,
@@ -591,24 +617,17 @@ fn account(handle: &Handle, options: &Options) -> c_int {
         return PAM_SUCCESS;
     }
     let user = handle.user().unwrap_or_default();
-    let service = handle.item(PAM_SERVICE).unwrap_or_default();
-    let rhost = handle.item(PAM_RHOST);
-    let tty = handle.item(PAM_TTY);
-    let login = Login {
-        user: &pending.factor.user,
-        service: &service,
-        rhost: rhost.as_deref(),
-        tty: tty.as_deref(),
-    };
+    let items = handle.items();
+    let login = items.login(&pending.factor.user);
     let result = if user != pending.factor.user {
         Err("the user changed between auth and account".to_string())
     } else {
         Config::load(&options.config)
             .map_err(|e| e.to_string())
-            .and_then(|config| SqliteStore::open(&config.store.path).map_err(|e| e.to_string()))
+            .and_then(|config| open_for_login(&config).map_err(|e| e.to_string()))
             .and_then(|store| {
                 enroll::activate(
-                    &store,
+                    &*store,
                     &pending.factor,
                     &pending.recovery,
                     Some(pending.step),
@@ -640,14 +659,6 @@ fn account(handle: &Handle, options: &Options) -> c_int {
             PAM_AUTHINFO_UNAVAIL
         }
     }
-}
-
-fn login_fields(login: &Login<'_>) -> String {
-    let line = decision_line(login, &Outcome::ConversationFailed);
-    line.split(" result=")
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 #[no_mangle]
@@ -745,6 +756,43 @@ mod tests {
             Options::parse(&[]).unwrap().config,
             PathBuf::from(DEFAULT_CONFIG_PATH)
         );
+    }
+
+    /// A panic inside the module is caught at the entry point: the login is refused and
+    /// the host process goes on.
+    #[test]
+    fn a_panic_fails_closed() {
+        extern "C" {
+            fn pam_start(
+                service: *const c_char,
+                user: *const c_char,
+                conv: *const PamConv,
+                pamh: *mut *mut pam_handle_t,
+            ) -> c_int;
+            fn pam_end(pamh: *mut pam_handle_t, status: c_int) -> c_int;
+        }
+        fn boom(_: &Handle, _: &Options) -> c_int {
+            panic!("deliberate panic in a test")
+        }
+        let conv = PamConv {
+            conv: None,
+            appdata_ptr: std::ptr::null_mut(),
+        };
+        let mut pamh = std::ptr::null_mut();
+        // SAFETY: valid strings and conv that outlive the handle.
+        let rc = unsafe {
+            pam_start(
+                c"pam_totp-unit-test".as_ptr(),
+                c"nobody".as_ptr(),
+                &conv,
+                &mut pamh,
+            )
+        };
+        assert_eq!(rc, PAM_SUCCESS);
+        let rc = guarded(pamh, 0, 0, std::ptr::null(), boom);
+        assert_eq!(rc, PAM_SYSTEM_ERR);
+        // SAFETY: pamh is live and not used afterwards.
+        unsafe { pam_end(pamh, rc) };
     }
 
     #[test]

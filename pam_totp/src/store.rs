@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 mod open;
 mod transfer;
-pub use open::{open_for_admin, open_for_login};
+pub use open::{init_postgresql, open_for_admin, open_for_login, PG_SCHEMA_VERSION};
 pub use transfer::{hashed_code, EnrolledUser};
 
 /// How long a writer waits for another's transaction before giving up.

@@ -9,6 +9,7 @@
 pub mod admin_support;
 pub mod packages_support;
 pub mod pam_ffi;
+pub mod pg_support;
 pub mod sshd_support;
 
 use std::io::Write;
@@ -48,9 +49,22 @@ fn artifact(name: &str) -> PathBuf {
     path
 }
 
-/// The built PAM module.
+/// The built PAM module, under the name it is installed with (`pam_totp.so`): PAM
+/// stacks name it so, and pam_syslog prefixes its lines with that name. The copy is
+/// refreshed when the build is newer, and replaced atomically so that test processes
+/// running at once never load a half-written file.
 pub fn module() -> PathBuf {
-    artifact("libpam_totp.so")
+    let built = artifact("libpam_totp.so");
+    let dir = release_dir().join("module");
+    let installed = dir.join("pam_totp.so");
+    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if stamp(&installed) < stamp(&built) {
+        std::fs::create_dir_all(&dir).unwrap();
+        let partial = dir.join(format!(".pam_totp.so.{}", std::process::id()));
+        std::fs::copy(&built, &partial).unwrap();
+        std::fs::rename(&partial, &installed).unwrap();
+    }
+    installed
 }
 
 /// The built `totp-admin`.

@@ -10,7 +10,7 @@
 //!   datagram socket owned by the test, so the lines the module logs through
 //!   `pam_syslog` can be read back ([`Namespace::syslog`]).
 
-use crate::{module, write_file, Sandbox};
+use crate::{module, workspace, write_file, Sandbox};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -188,16 +188,16 @@ set steps [split [string trimright [read $f] "\n"] "\n"]
 close $f
 set seen ""
 set step 0
-proc code {next} {
-    global seen step
+proc key_shown {} {
+    global seen
     if {![regexp {Or enter this key: ([A-Z2-7 ]+)} $seen -> key]} {
         puts "\n@@NOKEY"
         exit 103
     }
-    set key [string map {" " ""} $key]
-    set ::key $key
-    if {$next} { incr step } else { set step [expr {[clock seconds] / 30}] }
-    return [exec oathtool --totp --base32 --now=@[expr {$step * 30}] $key]
+    return [string map {" " ""} $key]
+}
+proc totp {step} {
+    return [exec oathtool --totp --base32 --now=@[expr {$step * 30}] [key_shown]]
 }
 spawn -noecho {*}$command
 foreach line $steps {
@@ -209,9 +209,9 @@ foreach line $steps {
     }
     switch -- $answer {
         @end { close; wait; puts "\n@@END"; exit 0 }
-        @code { set answer [code 0] }
-        @nextcode { set answer [code 1] }
-        @same { set answer [exec oathtool --totp --base32 --now=@[expr {$step * 30}] $key] }
+        @code { set step [expr {[clock seconds] / 30}]; set answer [totp $step] }
+        @nextcode { incr step; set answer [totp $step] }
+        @same { set answer [totp $step] }
     }
     send -- "$answer\r"
 }
@@ -302,9 +302,10 @@ pub struct Sshd {
 }
 
 impl Sshd {
-    /// Starts sshd with `AuthenticationMethods methods` and `pam` as the PAM service
-    /// (`{module}` and `{config}` are replaced by the built module and the sandbox's
-    /// config). Waits, with a bound, until it listens.
+    /// Starts sshd with `AuthenticationMethods methods`, the rest of its settings from
+    /// config/sshd_config.d/50-pam-totp.conf, and `pam` as the PAM service (`{module}`
+    /// and `{config}` are replaced by the built module and the sandbox's config).
+    /// Waits, with a bound, until it listens.
     pub fn start(sb: &Sandbox, methods: &str, pam: &str) -> Sshd {
         let ns = Namespace::new(sb);
         let dir = sb.dir.join("sshd");
@@ -323,6 +324,10 @@ impl Sshd {
         write_file(&sb.dir.join("etc/pam.d").join(SERVICE), &text, 0o644);
         let log = dir.join("sshd.log");
         let config = dir.join("sshd_config");
+        // The example drop-in (UsePAM, KbdInteractiveAuthentication, ...) comes last:
+        // sshd keeps the first value of a keyword, so `methods` wins over its
+        // AuthenticationMethods.
+        let dropin = workspace().join("config/sshd_config.d/50-pam-totp.conf");
         for _attempt in 0..5 {
             let port = free_port();
             write_file(
@@ -332,16 +337,15 @@ impl Sshd {
                      ListenAddress 127.0.0.1\n\
                      HostKey {key}\n\
                      PidFile {pid}\n\
-                     UsePAM yes\n\
-                     KbdInteractiveAuthentication yes\n\
-                     PasswordAuthentication no\n\
                      PubkeyAuthentication yes\n\
                      AuthenticationMethods {methods}\n\
                      StrictModes no\n\
                      LoginGraceTime 60\n\
-                     LogLevel VERBOSE\n",
+                     LogLevel VERBOSE\n\
+                     Include {dropin}\n",
                     key = host_key.display(),
                     pid = dir.join("sshd.pid").display(),
+                    dropin = dropin.display(),
                 ),
                 0o600,
             );

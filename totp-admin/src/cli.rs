@@ -149,7 +149,24 @@ pub struct ImportGoogleArgs {
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Create the store, or migrate it to this version's schema
-    Init,
+    Init(StoreInitArgs),
+    /// Copy every enrollment (factor, recovery codes, last used step) to the store of
+    /// another configuration: SQLite to PostgreSQL to join a fleet, or back
+    Copy(StoreCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreInitArgs {
+    /// PostgreSQL: grant this database role what the module needs at login, and nothing more
+    #[arg(long, value_name = "ROLE")]
+    pub login_role: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreCopyArgs {
+    /// The configuration whose store receives the copy
+    #[arg(long, value_name = "CONFIG")]
+    pub to: PathBuf,
 }
 
 #[cfg(test)]

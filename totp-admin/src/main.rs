@@ -75,7 +75,8 @@ fn run(process: &Process, cli: Cli) -> Result<()> {
             commands::import::google_authenticator(&ctx, a)
         }
         Command::Doctor => commands::doctor::run(&ctx),
-        Command::Store(StoreCommand::Init) => commands::store::init(&ctx),
+        Command::Store(StoreCommand::Init(a)) => commands::store::init(&ctx, a),
+        Command::Store(StoreCommand::Copy(a)) => commands::store::copy(&ctx, a),
     }
 }
 

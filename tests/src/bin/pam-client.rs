@@ -7,6 +7,10 @@
 //! pam-client SERVICE USER [--rhost HOST] [--tty TTY] --direct MODULE.so [ARG...]
 //! ```
 //!
+//! With `--report`, it also prints how long `pam_authenticate` took (`auth_ms=`), and,
+//! after `pam_end`, the threads left in the process (`threads=`) and the mappings of
+//! the module still in memory (`module_maps=`).
+//!
 //! Every message is echoed to stdout as `STYLE: text`, and the results as
 //! `auth=NAME` and `acct=NAME`. With no line left on stdin, the conversation fails.
 
@@ -102,6 +106,7 @@ fn main() {
     let mut rhost = None;
     let mut tty = None;
     let mut acct = true;
+    let mut report = false;
     let mut direct: Option<(String, Vec<String>)> = None;
     let mut i = 2;
     while i < args.len() {
@@ -116,6 +121,10 @@ fn main() {
             }
             "--no-acct" => {
                 acct = false;
+                i += 1;
+            }
+            "--report" => {
+                report = true;
                 i += 1;
             }
             "--direct" => {
@@ -147,6 +156,7 @@ fn main() {
         // SAFETY: pamh is valid; libpam copies the string.
         unsafe { pam_set_item(pamh, *t, v.as_ptr().cast()) };
     }
+    let started = std::time::Instant::now();
     let rc = if let Some((module, margs)) = direct {
         let path = CString::new(module).unwrap();
         // SAFETY: dlopen of a path; failure is checked.
@@ -175,6 +185,9 @@ fn main() {
         unsafe { pam_authenticate(pamh, 0) }
     };
     println!("auth={}", code_name(rc));
+    if report {
+        println!("auth_ms={}", started.elapsed().as_millis());
+    }
     let mut last = rc;
     if rc == 0 && acct {
         // SAFETY: pamh is valid.
@@ -188,4 +201,11 @@ fn main() {
     }
     // SAFETY: pamh is valid and not used afterwards.
     unsafe { pam_end(pamh, last) };
+    if report {
+        let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let module_maps = maps.lines().filter(|l| l.contains("pam_totp")).count();
+        println!("threads={threads}");
+        println!("module_maps={module_maps}");
+    }
 }

@@ -5,6 +5,7 @@ use super::Ctx;
 use crate::error::{Error, Result};
 use crate::output::{emit, emit_json};
 use pam_totp::config::Config;
+use pam_totp::stack::{pam_rules, PamRule};
 use pam_totp::store::{SqliteStore, StoreError};
 use serde_json::json;
 use std::collections::HashMap;
@@ -184,62 +185,6 @@ fn check_store(path: &Path, findings: &mut Vec<Finding>) {
     }
 }
 
-/// One rule of a PAM stack, after includes are expanded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PamRule {
-    kind: String,
-    control: String,
-    module: String,
-    /// The file the rule is written in.
-    file: PathBuf,
-}
-
-/// The rules of service `name`, with `@include`, `include` and `substack` expanded.
-fn pam_rules(pam_dir: &Path, name: &str, depth: u32) -> std::result::Result<Vec<PamRule>, String> {
-    if depth > 8 {
-        return Err(format!("{name}: includes nest too deep"));
-    }
-    let file = pam_dir.join(name);
-    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut rules = Vec::new();
-    for raw in text.lines() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(included) = line.strip_prefix("@include") {
-            rules.extend(pam_rules(pam_dir, included.trim(), depth + 1)?);
-            continue;
-        }
-        let (kind, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let kind = kind.trim_start_matches('-').to_ascii_lowercase();
-        let rest = rest.trim_start();
-        let (control, rest) = if rest.starts_with('[') {
-            let end = rest.find(']').map_or(rest.len(), |i| i + 1);
-            (&rest[..end], &rest[end..])
-        } else {
-            rest.split_once(char::is_whitespace).unwrap_or((rest, ""))
-        };
-        let module = rest.split_whitespace().next().unwrap_or("").to_string();
-        if control == "include" || control == "substack" {
-            let sub = pam_rules(pam_dir, &module, depth + 1)?;
-            rules.extend(sub.into_iter().filter(|r| r.kind == kind));
-            continue;
-        }
-        rules.push(PamRule {
-            kind,
-            control: control.to_string(),
-            module,
-            file: file.clone(),
-        });
-    }
-    Ok(rules)
-}
-
-fn is_totp(rule: &PamRule) -> bool {
-    rule.module.rsplit('/').next() == Some("pam_totp.so")
-}
-
 /// The PAM stacks of sshd, login and sudo.
 fn check_pam(pam_dir: &Path, config: Option<&Config>) -> Vec<Finding> {
     let mut findings = Vec::new();
@@ -269,7 +214,7 @@ fn check_pam(pam_dir: &Path, config: Option<&Config>) -> Vec<Finding> {
             }
         };
         let auth: Vec<&PamRule> = rules.iter().filter(|r| r.kind == "auth").collect();
-        let Some(totp) = auth.iter().find(|r| is_totp(r)) else {
+        let Some(totp) = auth.iter().find(|r| r.is_totp()) else {
             findings.push(finding(
                 &check,
                 Level::Fail,
@@ -299,7 +244,7 @@ fn check_pam(pam_dir: &Path, config: Option<&Config>) -> Vec<Finding> {
                 ),
             ));
         }
-        if enroll_at_login && !rules.iter().any(|r| r.kind == "account" && is_totp(r)) {
+        if enroll_at_login && !rules.iter().any(|r| r.kind == "account" && r.is_totp()) {
             ok = false;
             findings.push(finding(
                 &check,

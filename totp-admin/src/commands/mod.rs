@@ -18,7 +18,7 @@ use pam_totp::auth::{self, Challenge, DenyReason, Login, Outcome};
 use pam_totp::config::Config;
 use pam_totp::policy::{policy_for, Policy, PolicyReason};
 use pam_totp::recovery::HashedCode;
-use pam_totp::store::{SqliteStore, Store};
+use pam_totp::store::{open_for_admin, Store};
 use pam_totp::throttle;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -42,9 +42,10 @@ impl Ctx {
         Ok(Config::load(&self.config_path)?)
     }
 
-    /// The store, created (directory 0700, file 0600) or migrated when needed.
-    pub fn store(&self, config: &Config) -> Result<SqliteStore> {
-        Ok(SqliteStore::open_or_create(&config.store.path)?)
+    /// The store: a SQLite file created (directory 0700, file 0600) or migrated when
+    /// needed, or the PostgreSQL server of `[store] backend = "postgresql"`.
+    pub fn store(&self, config: &Config) -> Result<Box<dyn Store>> {
+        Ok(open_for_admin(config)?)
     }
 }
 

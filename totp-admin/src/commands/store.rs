@@ -1,24 +1,97 @@
 //! `store init`: create the store, or migrate it to this version's schema.
+//! `store copy --to CONFIG`: copy every enrollment into another configuration's store.
 
 use super::Ctx;
 use crate::audit;
-use crate::error::Result;
+use crate::cli::{StoreCopyArgs, StoreInitArgs};
+use crate::error::{Error, Result};
 use crate::output::emit;
-use pam_totp::store::SCHEMA_VERSION;
+use pam_totp::config::{Backend, Config};
+use pam_totp::store::{open_for_admin, SqliteStore, SCHEMA_VERSION};
 
-pub fn init(ctx: &Ctx) -> Result<()> {
+pub fn init(ctx: &Ctx, args: &StoreInitArgs) -> Result<()> {
     ctx.caller.require_root("store init")?;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
-    store.integrity_check()?;
+    let text = match config.store.backend {
+        Backend::Sqlite => {
+            if args.login_role.is_some() {
+                return Err(Error::failed(
+                    "--login-role is for backend = \"postgresql\"",
+                ));
+            }
+            let store = SqliteStore::open_or_create(&config.store.path)?;
+            store.integrity_check()?;
+            format!(
+                "Store {} is ready (schema version {SCHEMA_VERSION}).\n",
+                config.store.path.display()
+            )
+        }
+        Backend::Postgresql => init_postgresql(&config, args.login_role.as_deref())?,
+    };
+    audit::done(&ctx.caller, "store-init", "-", &describe(&config));
+    emit(&text)
+}
+
+fn init_postgresql(config: &Config, login_role: Option<&str>) -> Result<String> {
+    let found = pam_totp::store::init_postgresql(config, login_role)?;
+    let version = pam_totp::store::PG_SCHEMA_VERSION;
+    let mut text = match found {
+        0 => format!(
+            "Created the pam_totp schema in {} (schema version {version}).\n",
+            describe(config)
+        ),
+        v if v < version => format!(
+            "Migrated the pam_totp schema in {} from version {v} to {version}.\n",
+            describe(config)
+        ),
+        _ => format!(
+            "Store {} is ready (schema version {version}).\n",
+            describe(config)
+        ),
+    };
+    if let Some(role) = login_role {
+        text.push_str(&format!(
+            "Granted role {role} what a login needs (read factors, update steps and throttle rows).\n"
+        ));
+    }
+    Ok(text)
+}
+
+/// The store a configuration names, for messages.
+fn describe(config: &Config) -> String {
+    let s = &config.store;
+    match s.backend {
+        Backend::Sqlite => s.path.display().to_string(),
+        Backend::Postgresql => {
+            format!("postgresql://{}@{}:{}/{}", s.user, s.host, s.port, s.dbname)
+        }
+    }
+}
+
+pub fn copy(ctx: &Ctx, args: &StoreCopyArgs) -> Result<()> {
+    ctx.caller.require_root("store copy")?;
+    let from_config = ctx.config()?;
+    let to_config = Config::load(&args.to)?;
+    let (from, to) = (describe(&from_config), describe(&to_config));
+    if from == to {
+        return Err(Error::failed(format!(
+            "{from} is both source and destination"
+        )));
+    }
+    let source = open_for_admin(&from_config)?;
+    let destination = open_for_admin(&to_config)?;
+    let users = source.export()?;
+    for user in &users {
+        destination.import(user)?;
+    }
     audit::done(
         &ctx.caller,
-        "store-init",
+        "store-copy",
         "-",
-        &config.store.path.display().to_string(),
+        &format!("{} users from {from} to {to}", users.len()),
     );
     emit(&format!(
-        "Store {} is ready (schema version {SCHEMA_VERSION}).\n",
-        config.store.path.display()
+        "Copied {} enrolled users (factors, recovery codes, last used steps) from {from} to {to}.\n",
+        users.len()
     ))
 }
