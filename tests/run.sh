@@ -17,5 +17,12 @@ cargo test --workspace --exclude pam_totp_tests
 echo "== release build and packages"
 bash packaging/build.sh
 
+echo "== PostgreSQL build (the module and totp-admin of the pam-totp-postgresql flavour)"
+# Its own target directory: built with the default one, the feature would be compiled
+# into the SQLite-only module too.
+CARGO_TARGET_DIR="$PWD/target/pg" cargo build --release -p pam_totp -p totp-admin \
+    --features pam_totp/postgresql
+export PAM_TOTP_PG_RELEASE="$PWD/target/pg/release"
+
 echo "== end-to-end tests"
 cargo test --release -p pam_totp_tests -- --test-threads=2

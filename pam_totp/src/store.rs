@@ -355,6 +355,14 @@ impl SqliteStore {
         })
     }
 
+    /// Makes this connection's commits synchronous (fsync before COMMIT returns). A
+    /// login's connection commits without it: a power loss can then cost at most the
+    /// record of a code used in the last moments, which the replay window bounds.
+    fn durable(&self) -> Result<()> {
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(())
+    }
+
     /// `PRAGMA integrity_check`: `Ok(())` when SQLite finds nothing wrong.
     pub fn integrity_check(&self) -> Result<()> {
         let result: String = self
@@ -515,6 +523,8 @@ impl Store for SqliteStore {
     }
 
     fn use_recovery_code(&self, user: &str, normalized: &[u8], now: i64) -> Result<bool> {
+        // A used recovery code must stay used across a power loss.
+        self.durable()?;
         self.immediate(|c| {
             let mut stmt = c.prepare("SELECT salt, hash FROM recovery_codes WHERE user = ?1 AND used_at IS NULL")?;
             let rows = stmt.query_map(params![user], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
@@ -583,6 +593,8 @@ impl Store for SqliteStore {
     }
 
     fn enroll(&self, user: &str, e: &Enrollment<'_>, now: i64) -> Result<()> {
+        // An enrollment (also one made at login) must survive a power loss.
+        self.durable()?;
         self.immediate(|c| {
             // The last accepted step is kept: re-importing the same key must not reopen
             // codes that were already used.

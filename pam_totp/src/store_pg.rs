@@ -268,46 +268,42 @@ impl PgStore {
         let session = self.session.borrow_mut().take();
         let target = Arc::clone(&self.target);
         let admin = self.admin;
-        let worker = std::thread::Builder::new()
-            .name("pam_totp-db".into())
-            .spawn(move || {
-                let mut session = match session {
-                    Some(s) => s,
-                    None => Session::open(&target)?,
-                };
-                if admin {
-                    session.deadline = Instant::now() + target.timeout;
+        let outcome = on_helper_thread(move || {
+            let mut session = match session {
+                Some(s) => s,
+                None => Session::open(&target)?,
+            };
+            if admin {
+                session.deadline = Instant::now() + target.timeout;
+            }
+            let deadline = tokio::time::Instant::from_std(session.deadline);
+            let result = session
+                .runtime
+                .block_on(async { tokio::time::timeout_at(deadline, job(&session.client)).await });
+            match result {
+                Ok(Ok(value)) if !then_close => Ok((Some(session), value)),
+                Ok(Ok(value)) => {
+                    session.close();
+                    Ok((None, value))
                 }
-                let deadline = tokio::time::Instant::from_std(session.deadline);
-                let result = session.runtime.block_on(async {
-                    tokio::time::timeout_at(deadline, job(&session.client)).await
-                });
-                match result {
-                    Ok(Ok(value)) if !then_close => Ok((Some(session), value)),
-                    Ok(Ok(value)) => {
-                        session.close();
-                        Ok((None, value))
-                    }
-                    Ok(Err(failure)) => {
-                        session.close();
-                        Err(match failure {
-                            Failure::Pg(e) => {
-                                StoreError::Remote(format!("{}: {}", target.name, describe(&e)))
-                            }
-                            Failure::Store(e) => e,
-                        })
-                    }
-                    Err(_) => Err(StoreError::Remote(format!(
-                        "{}: no answer within {} ms",
-                        target.name,
-                        target.timeout.as_millis()
-                    ))),
+                Ok(Err(failure)) => {
+                    session.close();
+                    Err(match failure {
+                        Failure::Pg(e) => {
+                            StoreError::Remote(format!("{}: {}", target.name, describe(&e)))
+                        }
+                        Failure::Store(e) => e,
+                    })
                 }
-            })
-            .map_err(|e| StoreError::Remote(format!("cannot start a thread: {e}")))?;
-        let (session, value) = worker
-            .join()
-            .map_err(|_| StoreError::Remote("internal error in the database thread".into()))??;
+                Err(_) => Err(StoreError::Remote(format!(
+                    "{}: no answer within {} ms",
+                    target.name,
+                    target.timeout.as_millis()
+                ))),
+            }
+        })
+        .map_err(StoreError::Remote)?;
+        let (session, value) = outcome?;
         *self.session.borrow_mut() = session;
         Ok(value)
     }
@@ -391,13 +387,65 @@ impl Drop for PgStore {
     /// Closes an open session from a helper thread, like every other use of it.
     fn drop(&mut self) {
         if let Some(session) = self.session.get_mut().take() {
-            let closer = std::thread::Builder::new()
-                .name("pam_totp-db".into())
-                .spawn(move || session.close());
-            if let Ok(closer) = closer {
-                let _ = closer.join();
-            }
+            let _ = on_helper_thread(move || session.close());
         }
+    }
+}
+
+/// Runs `f` on a new thread and waits for it. The thread is made with
+/// `pthread_create`, not `std::thread`, whose bookkeeping leaves thread-locals with
+/// destructors on the calling thread; every thread-local `f` touches is destroyed when
+/// the helper exits, before this returns, so nothing keeps the module loaded.
+fn on_helper_thread<F, T>(f: F) -> std::result::Result<T, String>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    struct Job<F, T> {
+        f: Option<F>,
+        out: Option<std::thread::Result<T>>,
+    }
+    extern "C" fn trampoline<F: FnOnce() -> T, T>(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: arg is the Job that on_helper_thread passed to pthread_create; it lives
+        // on that caller's stack until pthread_join has returned, and only this thread
+        // touches it meanwhile.
+        let job = unsafe { &mut *arg.cast::<Job<F, T>>() };
+        if let Some(f) = job.f.take() {
+            // A panic must not unwind out of an extern "C" function.
+            job.out = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        }
+        std::ptr::null_mut()
+    }
+    let mut job = Job {
+        f: Some(f),
+        out: None,
+    };
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: thread is a valid out-pointer; default attributes; the argument outlives
+    // the thread because it is joined below before job goes out of scope.
+    let rc = unsafe {
+        libc::pthread_create(
+            &mut thread,
+            std::ptr::null(),
+            trampoline::<F, T>,
+            std::ptr::addr_of_mut!(job).cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "cannot start a thread: {}",
+            std::io::Error::from_raw_os_error(rc)
+        ));
+    }
+    // SAFETY: thread was created joinable above and is joined exactly once.
+    let rc = unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
+    if rc != 0 {
+        // The thread may still use job, which lives on this stack: returning is unsound.
+        std::process::abort();
+    }
+    match job.out {
+        Some(Ok(value)) => Ok(value),
+        _ => Err("internal error in the database thread".into()),
     }
 }
 

@@ -58,6 +58,9 @@ impl Fleet {
     fn new(name: &str, build: PathBuf, policy: &str) -> Fleet {
         let sb = Sandbox::new(name);
         let pg = Postgres::start(name);
+        for user in ["alice", "bob", "carol"] {
+            sb.add_user(user, "password", None, &[]);
+        }
         let fleet = Fleet { sb, pg, build };
         let totp = fleet.sb.dir.join("totp");
         let admin = fleet.pg.store_config(&totp, ADMIN_ROLE, "");
@@ -162,6 +165,7 @@ fn assert_ok(out: &Output, what: &str) {
 struct Login {
     run: PamRun,
     auth_ms: u64,
+    auth_cpu_us: u64,
     threads: u32,
     module_maps: u32,
 }
@@ -176,6 +180,7 @@ impl From<PamRun> for Login {
         };
         Login {
             auth_ms: field("auth_ms="),
+            auth_cpu_us: field("auth_cpu_us="),
             threads: field("threads=") as u32,
             module_maps: field("module_maps=") as u32,
             run,
@@ -500,5 +505,53 @@ fn faults_fail_closed_within_the_deadline() {
         let r = fleet.login("plain", "alice", "198.51.100.1", &code(SECRET, 0));
         assert!(r.is("PAM_AUTHINFO_UNAVAIL"), "{r:?}");
         assert!(r.run.log_contains("no PostgreSQL support"), "{r:?}");
+    }
+}
+
+/// What one successful login costs the host (client CPU, wall time of
+/// `pam_authenticate`), with TLS and without. Printed for docs/BENCHMARKS.md; each login
+/// is a different user with the same key, so that no code is a replay.
+#[test]
+fn login_cost_with_and_without_tls() {
+    let build = pg_build_or_skip!();
+    let fleet = Fleet::new("fleet-cost", build, "");
+    const N: usize = 25;
+    let secret_hex = "3132333435363738393031323334353637383930"; // SECRET, decoded
+    fleet.pg.sql_in(
+        "pam_totp",
+        &format!(
+            "INSERT INTO pam_totp.users (name, secret, algorithm, digits, period, created_at, confirmed_at)
+             SELECT 'cost' || i, '\\x{secret_hex}'::bytea, 'SHA1', 6, 30, 0, 0
+             FROM generate_series(0, {}) i",
+            2 * N - 1
+        ),
+    );
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    for (label, extra, first) in [
+        ("TLS (verify-full)", "", 0),
+        (
+            "no TLS (sslmode = \"disable\")",
+            "sslmode = \"disable\"\n",
+            N,
+        ),
+    ] {
+        fleet.set_login_config("", extra);
+        wait_for_fresh_step(30, 10);
+        let code = code(SECRET, 0);
+        let runs: Vec<Login> = (first..first + N)
+            .map(|i| fleet.login("fleet", &format!("cost{i}"), "198.51.100.1", &code))
+            .collect();
+        for r in &runs {
+            assert!(r.is("PAM_SUCCESS"), "{label}: {r:?}");
+            r.assert_clean_exit();
+        }
+        eprintln!(
+            "PostgreSQL login, {label}: median client CPU {} us, median wall {} ms ({N} logins)",
+            median(runs.iter().map(|r| r.auth_cpu_us).collect()),
+            median(runs.iter().map(|r| r.auth_ms).collect()),
+        );
     }
 }

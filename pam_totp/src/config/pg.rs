@@ -227,10 +227,7 @@ mod tests {
     #[test]
     fn refused() {
         for (needle, with) in [
-            (
-                "hostaddr",
-                "host = \"db.example.net\"\nhostaddr = \"192.0.2.10\"\n",
-            ),
+            ("hostaddr", "hostaddr = \"192.0.2.10\"\n"),
             ("sslrootcert", "sslrootcert = \"/etc/pam_totp/db-ca.pem\"\n"),
             ("dbname", "dbname = \"pam_totp\"\n"),
         ] {

@@ -7,7 +7,8 @@
 //! pam-client SERVICE USER [--rhost HOST] [--tty TTY] --direct MODULE.so [ARG...]
 //! ```
 //!
-//! With `--report`, it also prints how long `pam_authenticate` took (`auth_ms=`), and,
+//! With `--report`, it also prints how long `pam_authenticate` took (`auth_ms=`, and
+//! `auth_cpu_us=`: user and system CPU of the whole process, helper threads included), and,
 //! after `pam_end`, the threads left in the process (`threads=`) and the mappings of
 //! the module still in memory (`module_maps=`).
 //!
@@ -95,6 +96,16 @@ extern "C" fn conversation(
     0
 }
 
+/// User and system CPU time of this process so far, in microseconds.
+fn cpu_us() -> i64 {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: usage is a valid out-pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+    us(usage.ru_utime) + us(usage.ru_stime)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
@@ -157,6 +168,7 @@ fn main() {
         unsafe { pam_set_item(pamh, *t, v.as_ptr().cast()) };
     }
     let started = std::time::Instant::now();
+    let cpu_before = cpu_us();
     let rc = if let Some((module, margs)) = direct {
         let path = CString::new(module).unwrap();
         // SAFETY: dlopen of a path; failure is checked.
@@ -187,6 +199,7 @@ fn main() {
     println!("auth={}", code_name(rc));
     if report {
         println!("auth_ms={}", started.elapsed().as_millis());
+        println!("auth_cpu_us={}", cpu_us() - cpu_before);
     }
     let mut last = rc;
     if rc == 0 && acct {
