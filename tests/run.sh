@@ -18,11 +18,15 @@ echo "== release build and packages"
 bash packaging/build.sh
 
 echo "== PostgreSQL build (the module and totp-admin of the pam-totp-postgresql flavour)"
-# Its own target directory: built with the default one, the feature would be compiled
-# into the SQLite-only module too.
-CARGO_TARGET_DIR="$PWD/target/pg" cargo build --release -p pam_totp -p totp-admin \
+# Its own target directory (packaging/build.sh has built it there already): built with
+# the default one, the feature would be compiled into the SQLite-only module too.
+pg_target="${CARGO_TARGET_DIR:-$PWD/target}/pg"
+CARGO_TARGET_DIR="$pg_target" cargo build --release -p pam_totp -p totp-admin \
     --features pam_totp/postgresql
-export PAM_TOTP_PG_RELEASE="$PWD/target/pg/release"
+export PAM_TOTP_PG_RELEASE="$pg_target/release"
+
+echo "== fuzz targets (20 s each)"
+bash fuzz/run.sh 20
 
 echo "== end-to-end tests"
 cargo test --release -p pam_totp_tests -- --test-threads=2

@@ -24,24 +24,17 @@ fn means_not_found(err: i32) -> bool {
     matches!(err, libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM)
 }
 
-/// Looks a user up by name; `Ok(None)` when NSS has no such user.
-pub fn lookup_user(name: &str) -> Result<Option<Account>, LookupError> {
-    let cname = c_name(name)?;
+/// Runs a `getpw*_r` call with a buffer that grows on ERANGE, and turns the entry into
+/// an [`Account`]; `Ok(None)` when NSS has no such user.
+fn passwd_entry(
+    mut call: impl FnMut(&mut libc::passwd, &mut [u8], &mut *mut libc::passwd) -> libc::c_int,
+) -> Result<Option<Account>, LookupError> {
     let mut buf = vec![0u8; 1024];
     loop {
-        // SAFETY: an all-zero passwd is a valid value for getpwnam_r to overwrite.
+        // SAFETY: an all-zero passwd is a valid value for getpw*_r to overwrite.
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; buf outlives the use of pwd's fields.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
+        let rc = call(&mut pwd, &mut buf, &mut result);
         if rc == libc::ERANGE && buf.len() < MAX_BUFFER {
             buf.resize(buf.len() * 4, 0);
             continue;
@@ -56,73 +49,47 @@ pub fn lookup_user(name: &str) -> Result<Option<Account>, LookupError> {
                 )))
             };
         }
-        let home = if pwd.pw_dir.is_null() {
-            String::new()
-        } else {
-            // SAFETY: getpwnam_r succeeded, so pw_dir points to a NUL-terminated string in buf.
-            unsafe { CStr::from_ptr(pwd.pw_dir) }
-                .to_string_lossy()
-                .into_owned()
+        let text = |p: *const libc::c_char| {
+            if p.is_null() {
+                String::new()
+            } else {
+                // SAFETY: the call succeeded, so non-null string fields point to
+                // NUL-terminated strings inside buf, which is still alive.
+                unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+            }
         };
         return Ok(Some(Account {
-            name: name.to_string(),
+            name: text(pwd.pw_name),
             uid: pwd.pw_uid,
             gid: pwd.pw_gid,
-            home,
+            home: text(pwd.pw_dir),
         }));
     }
 }
 
-/// Looks a user up by uid; `Ok(None)` when NSS has no such user.
-pub fn lookup_uid(uid: libc::uid_t) -> Result<Option<Account>, LookupError> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: an all-zero passwd is a valid value for getpwuid_r to overwrite.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                &mut pwd,
+/// Looks a user up by name; `Ok(None)` when NSS has no such user.
+pub fn lookup_user(name: &str) -> Result<Option<Account>, LookupError> {
+    let cname = c_name(name)?;
+    passwd_entry(|pwd, buf, result| {
+        // SAFETY: every pointer is valid for the call and buf is buf.len() bytes.
+        unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                pwd,
                 buf.as_mut_ptr().cast(),
                 buf.len(),
-                &mut result,
+                result,
             )
-        };
-        if rc == libc::ERANGE && buf.len() < MAX_BUFFER {
-            buf.resize(buf.len() * 4, 0);
-            continue;
         }
-        if result.is_null() {
-            return if rc == 0 || means_not_found(rc) {
-                Ok(None)
-            } else {
-                Err(LookupError(format!(
-                    "user lookup failed: {}",
-                    std::io::Error::from_raw_os_error(rc)
-                )))
-            };
-        }
-        // SAFETY: getpwuid_r succeeded, so pw_name points to a NUL-terminated string in buf.
-        let name = unsafe { CStr::from_ptr(pwd.pw_name) }
-            .to_string_lossy()
-            .into_owned();
-        let home = if pwd.pw_dir.is_null() {
-            String::new()
-        } else {
-            // SAFETY: as above, for pw_dir.
-            unsafe { CStr::from_ptr(pwd.pw_dir) }
-                .to_string_lossy()
-                .into_owned()
-        };
-        return Ok(Some(Account {
-            name,
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-            home,
-        }));
-    }
+    })
+}
+
+/// Looks a user up by uid; `Ok(None)` when NSS has no such user.
+pub fn lookup_uid(uid: libc::uid_t) -> Result<Option<Account>, LookupError> {
+    passwd_entry(|pwd, buf, result| {
+        // SAFETY: every pointer is valid for the call and buf is buf.len() bytes.
+        unsafe { libc::getpwuid_r(uid, pwd, buf.as_mut_ptr().cast(), buf.len(), result) }
+    })
 }
 
 /// The gid of a group name; `Ok(None)` when NSS has no such group.

@@ -26,25 +26,30 @@ pub struct pam_handle_t {
     _private: [u8; 0],
 }
 
+/// `struct pam_message`, shared with the PAM applications of this project
+/// (`totp-admin`'s password check, the test clients).
 #[repr(C)]
-struct PamMessage {
-    msg_style: c_int,
-    msg: *const c_char,
+pub struct PamMessage {
+    pub msg_style: c_int,
+    pub msg: *const c_char,
 }
 
+/// `struct pam_response`.
 #[repr(C)]
-struct PamResponse {
-    resp: *mut c_char,
-    resp_retcode: c_int,
+pub struct PamResponse {
+    pub resp: *mut c_char,
+    pub resp_retcode: c_int,
 }
 
-type ConvFn =
+/// A conversation function.
+pub type ConvFn =
     extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int;
 
+/// `struct pam_conv`.
 #[repr(C)]
-struct PamConv {
-    conv: Option<ConvFn>,
-    appdata_ptr: *mut c_void,
+pub struct PamConv {
+    pub conv: Option<ConvFn>,
+    pub appdata_ptr: *mut c_void,
 }
 
 #[link(name = "pam")]

@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 
 mod open;
 mod transfer;
-pub use open::{init_postgresql, open_for_admin, open_for_login, PG_SCHEMA_VERSION};
+mod wipe;
+pub use open::{
+    init_postgresql, open_for_admin, open_for_login, postgresql_schema_version, PG_SCHEMA_VERSION,
+};
 pub use transfer::{hashed_code, EnrolledUser};
 
 /// How long a writer waits for another's transaction before giving up.
@@ -93,6 +96,10 @@ impl fmt::Display for StoreError {
             StoreError::Missing(p) => write!(f, "store {}: no such file", p.display()),
             StoreError::Insecure(p, why) => write!(f, "store {}: refused: {why}", p.display()),
             StoreError::Sqlite(e) => write!(f, "store: {e}"),
+            StoreError::Schema { found: 0 } => f.write_str(
+                "store has no tables (an empty or truncated file?): restore it from a backup, \
+                 or run totp-admin store init for a new, empty store",
+            ),
             StoreError::Schema { found } => write!(
                 f,
                 "store schema version {found}, this version uses {SCHEMA_VERSION}: run totp-admin store init"
@@ -107,8 +114,28 @@ impl fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
+    /// SQLite's words, its extended code, and what they usually mean for the admin
+    /// reading the log: "disk I/O error" alone does not say that the disk is full.
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e.to_string())
+        use rusqlite::ErrorCode as C;
+        let rusqlite::Error::SqliteFailure(code, _) = &e else {
+            return StoreError::Sqlite(e.to_string());
+        };
+        let hint = match code.code {
+            C::CannotOpen => {
+                "cannot open the store or its -wal/-shm files: is the directory read-only?"
+            }
+            C::SystemIoFailure => {
+                "I/O error: is the store's file system full, read-only or failing?"
+            }
+            C::DiskFull => "the store's file system is full",
+            C::ReadOnly => "the store cannot be written: is its file system read-only?",
+            C::DatabaseCorrupt | C::NotADatabase => {
+                "the store file is damaged: restore it from a backup"
+            }
+            _ => return StoreError::Sqlite(format!("{e} (SQLite code {})", code.extended_code)),
+        };
+        StoreError::Sqlite(format!("{e} (SQLite code {}): {hint}", code.extended_code))
     }
 }
 
@@ -259,6 +286,7 @@ fn check_store_file(path: &Path) -> Result<()> {
 impl SqliteStore {
     /// Opens an existing store for a login: no creation, no symlinks, no migration.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        wipe::wipe_freed_memory();
         check_store_path(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -279,6 +307,7 @@ impl SqliteStore {
     /// and the schema when missing, and migrating an older schema forward. Writes are
     /// synchronous (`FULL`): an enrollment survives a power loss.
     pub fn open_or_create(path: &Path) -> Result<SqliteStore> {
+        wipe::wipe_freed_memory();
         let dir = path
             .parent()
             .ok_or_else(|| StoreError::Insecure(path.into(), "no directory".into()))?;
@@ -327,6 +356,7 @@ impl SqliteStore {
 
     /// A private store in memory, for tests and benchmarks.
     pub fn in_memory() -> Result<SqliteStore> {
+        wipe::wipe_freed_memory();
         let store = SqliteStore {
             conn: Connection::open_in_memory()?,
         };

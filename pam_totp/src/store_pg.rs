@@ -368,18 +368,29 @@ impl PgStore {
         })
     }
 
-    /// The schema version, `0` when there is none yet.
+    /// The schema version, `0` when there is none yet. Two statements: a statement that
+    /// names a missing table fails when it is parsed, whatever its WHERE says.
     pub fn schema_version(&self) -> Result<i64> {
-        let rows = self.query(
-            false,
-            "SELECT coalesce((SELECT version FROM pam_totp.schema_version), 0)
-             WHERE to_regclass('pam_totp.schema_version') IS NOT NULL",
-            vec![],
-        )?;
-        match rows.first() {
-            Some(r) => get(r, 0),
-            None => Ok(0),
-        }
+        self.run(true, |c| {
+            Box::pin(async move {
+                let exists = query(
+                    c,
+                    "SELECT to_regclass('pam_totp.schema_version') IS NOT NULL",
+                    &[],
+                )
+                .await?;
+                if !exists.first().map_or(Ok(false), |r| r.try_get(0))? {
+                    return Ok(0);
+                }
+                let rows = query(
+                    c,
+                    "SELECT coalesce(max(version), 0) FROM pam_totp.schema_version",
+                    &[],
+                )
+                .await?;
+                Ok(rows.first().map_or(Ok(0), |r| r.try_get(0))?)
+            })
+        })
     }
 }
 

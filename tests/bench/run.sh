@@ -11,6 +11,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+# pam_wrapper keeps per-process state in /tmp/pam.X, X one random character: a private
+# /tmp keeps stale directories of other programs from colliding with the driver's.
+if [ -z "${PAM_TOTP_BENCH_PRIVATE_TMP:-}" ]; then
+    exec env PAM_TOTP_BENCH_PRIVATE_TMP=1 unshare -m --propagation private -- \
+        bash -c 'mount -t tmpfs -o mode=1777 bench-tmp /tmp && exec bash "$0" "$@"' "$0" "$@"
+fi
+
 auths=${1:-2000}
 work=$(mktemp -d /var/tmp/pam_totp-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -22,11 +29,7 @@ export PAM_WRAPPER=1
 run() { # kind dir users auths procs [--wrong]
     local kind=$1 dir=$2
     shift 2
-    # CPU time of the whole driver (user + sys), divided per authentication below.
-    local out
-    out=$( { /usr/bin/time -f 'cpu=%U+%S' env LD_PRELOAD=libpam_wrapper.so PAM_WRAPPER_SERVICE_DIR="$dir/services" \
-        "$bench" run "$kind" "$dir" "$@"; } 2>&1 )
-    echo "$out" | tr '\n' ' '
+    LD_PRELOAD=libpam_wrapper.so PAM_WRAPPER_SERVICE_DIR="$dir/services" "$bench" run "$kind" "$dir" "$@"
 }
 
 instructions() { # kind dir users [--wrong]: (Ir(2n) - Ir(n)) / n
@@ -38,15 +41,6 @@ instructions() { # kind dir users [--wrong]: (Ir(2n) - Ir(n)) / n
         valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bench" run "$kind" "$dir" "$users" $((2 * n)) 1 $wrong 2>&1 |
         sed -n 's/.*Collected : \([0-9,]*\).*/\1/p' | tr -d ,)
     echo $(((b - a) / n))
-}
-
-per_auth_cpu() { # "line with auths=N ... cpu=U+S" -> µs of CPU per authentication
-    python3 -c '
-import re,sys
-t=sys.argv[1]
-n=int(re.search(r"auths=(\d+)",t).group(1))
-u,s=re.search(r"cpu=([\d.]+)\+([\d.]+)",t).groups()
-print(round((float(u)+float(s))*1e6/n))' "$1"
 }
 
 field() { sed -n "s/.*$2=\([0-9.]*\).*/\1/p" <<<"$1"; }
@@ -69,7 +63,7 @@ for kind in totp ga ga-strict oath; do
                 flag=""
                 [ "$path" = wrong ] && flag=--wrong
                 line=$(run "$kind" "$dir" "$users" "$n" "$procs" $flag)
-                echo "| $kind | $users | $procs | $path | $(field "$line" ok) / $(field "$line" auths) | $(field "$line" per_sec) | $(field "$line" p50_us) | $(field "$line" p99_us) | $(per_auth_cpu "$line") |"
+                echo "| $kind | $users | $procs | $path | $(field "$line" ok) / $(field "$line" auths) | $(field "$line" per_sec) | $(field "$line" p50_us) | $(field "$line" p99_us) | $(field "$line" cpu_us_per_auth) |"
             done
         done
     done

@@ -7,9 +7,11 @@
 //! host's files stay as they were (the tests check that with a checksum).
 
 pub mod admin_support;
+pub mod netns_support;
 pub mod packages_support;
 pub mod pam_ffi;
 pub mod pg_support;
+pub mod reliability_support;
 pub mod sshd_support;
 
 use std::io::Write;

@@ -26,6 +26,9 @@ pub const OVERLAID: [&str; 6] = ["/etc", "/usr", "/var", "/home", "/root", "/run
 pub struct Packages {
     pub deb: PathBuf,
     pub rpm: PathBuf,
+    /// The PostgreSQL flavour: `pam-totp-postgresql`, `pam_totp-postgresql`.
+    pub pg_deb: PathBuf,
+    pub pg_rpm: PathBuf,
 }
 
 /// Builds the packages with `packaging/build.sh` (once per test process, so the tests
@@ -38,8 +41,10 @@ pub fn packages() -> &'static Packages {
             .current_dir(workspace()));
         let dir = packages_dir();
         Packages {
-            deb: only_file(&dir, "deb"),
-            rpm: only_file(&dir, "rpm"),
+            deb: only_file(&dir, "pam-totp", "deb"),
+            rpm: only_file(&dir, "pam_totp", "rpm"),
+            pg_deb: only_file(&dir, "pam-totp-postgresql", "deb"),
+            pg_rpm: only_file(&dir, "pam_totp-postgresql", "rpm"),
         }
     })
 }
@@ -54,16 +59,29 @@ pub fn target_dir() -> PathBuf {
     release_dir().parent().unwrap().to_path_buf()
 }
 
-fn only_file(dir: &Path, extension: &str) -> PathBuf {
+/// The release directory of the PostgreSQL flavour `packaging/build.sh` builds.
+pub fn pg_release_dir() -> PathBuf {
+    target_dir().join("pg/release")
+}
+
+/// The one package of `name` (`NAME_VERSION_ARCH.deb`, `NAME-VERSION-RELEASE.ARCH.rpm`).
+fn only_file(dir: &Path, name: &str, extension: &str) -> PathBuf {
+    let of_name = |p: &Path| {
+        let file = p.file_name().unwrap().to_string_lossy();
+        file.strip_prefix(name).is_some_and(|rest| {
+            rest.strip_prefix(['_', '-'])
+                .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+        })
+    };
     let found: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())
-        .filter(|p| p.extension() == Some(OsStr::new(extension)))
+        .filter(|p| p.extension() == Some(OsStr::new(extension)) && of_name(p))
         .collect();
     assert_eq!(
         found.len(),
         1,
-        "one .{extension} in {}: {found:?}",
+        "one .{extension} of {name} in {}: {found:?}",
         dir.display()
     );
     found.into_iter().next().unwrap()

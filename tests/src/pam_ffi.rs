@@ -1,27 +1,7 @@
 //! The handful of libpam client calls the test programs need, declared by hand.
 
+pub use pam_totp::pam::{ConvFn, PamConv, PamMessage, PamResponse};
 use std::ffi::{c_char, c_int, c_void};
-
-#[repr(C)]
-pub struct PamMessage {
-    pub msg_style: c_int,
-    pub msg: *const c_char,
-}
-
-#[repr(C)]
-pub struct PamResponse {
-    pub resp: *mut c_char,
-    pub resp_retcode: c_int,
-}
-
-pub type ConvFn =
-    extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int;
-
-#[repr(C)]
-pub struct PamConv {
-    pub conv: Option<ConvFn>,
-    pub appdata_ptr: *mut c_void,
-}
 
 #[link(name = "pam")]
 extern "C" {

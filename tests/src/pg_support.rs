@@ -1,10 +1,11 @@
 //! A throwaway PostgreSQL server for the fleet tests: Debian's `postgresql` package,
 //! `initdb` into a temporary directory as the `postgres` user, listening on 127.0.0.1
-//! (a free port) and on a Unix socket in that directory, TLS with a CA made by
-//! `openssl` for the test. Stopped and removed on drop.
+//! (a free port), optionally on one more address (a test network's bridge), and on a
+//! Unix socket in that directory, TLS with a CA made by `openssl` for the test.
+//! Stopped and removed on drop.
 
 use crate::{write_file, SANDBOX_BASE};
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -95,6 +96,12 @@ pub struct Postgres {
 impl Postgres {
     /// initdb, TLS files, roles and database; the server is running on return.
     pub fn start(name: &str) -> Postgres {
+        Postgres::start_listening(name, None)
+    }
+
+    /// The same, listening also on `also.0` for clients in network `also.1` (CIDR), who
+    /// may log in only over TLS.
+    pub fn start_listening(name: &str, also: Option<(IpAddr, &str)>) -> Postgres {
         crate::require_root();
         std::fs::create_dir_all(SANDBOX_BASE).unwrap();
         let dir = Path::new(SANDBOX_BASE).join(format!(
@@ -132,8 +139,18 @@ impl Postgres {
             None,
         );
         let tls = pg.dir.join("tls");
+        let mut listen = String::from("127.0.0.1");
+        let mut hba = String::from(
+            "local all postgres trust\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostnossl all all 127.0.0.1/32 scram-sha-256\n",
+        );
+        if let Some((addr, network)) = also {
+            listen.push_str(&format!(",{addr}"));
+            hba.push_str(&format!("hostssl all all {network} scram-sha-256\n"));
+        }
         let conf = format!(
-            "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
+            "listen_addresses = '{listen}'\nport = {}\nunix_socket_directories = '{}'\n\
              ssl = on\nssl_cert_file = '{}/server.crt'\nssl_key_file = '{}/server.key'\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
              max_connections = 60\nshared_buffers = '32MB'\nlog_min_messages = warning\n",
@@ -146,13 +163,7 @@ impl Postgres {
         old.push_str(&conf);
         std::fs::write(data.join("postgresql.conf"), old).unwrap();
         // The superuser only through the socket; the two roles over TCP, with SCRAM.
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all postgres trust\n\
-             hostssl all all 127.0.0.1/32 scram-sha-256\n\
-             hostnossl all all 127.0.0.1/32 scram-sha-256\n",
-        )
-        .unwrap();
+        std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
         pg.start_server();
         pg.running = true;
         pg.sql(&format!(
@@ -364,6 +375,11 @@ impl Postgres {
     /// A `[store]` table for this server: `role` is [`ADMIN_ROLE`] or [`LOGIN_ROLE`];
     /// the password file and a root-owned copy of the CA are written into `dir`.
     pub fn store_config(&self, dir: &Path, role: &str, extra: &str) -> String {
+        self.store_config_at(dir, role, IpAddr::V4(Ipv4Addr::LOCALHOST), extra)
+    }
+
+    /// The same, for clients that reach the server at `hostaddr`.
+    pub fn store_config_at(&self, dir: &Path, role: &str, hostaddr: IpAddr, extra: &str) -> String {
         let password = if role == ADMIN_ROLE {
             ADMIN_PASSWORD
         } else {
@@ -375,7 +391,7 @@ impl Postgres {
         std::fs::copy(self.ca(), &ca).unwrap();
         std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644)).unwrap();
         let mut text = format!(
-            "[store]\nbackend = \"postgresql\"\nhost = \"{SERVER_NAME}\"\nhostaddr = \"127.0.0.1\"\n\
+            "[store]\nbackend = \"postgresql\"\nhost = \"{SERVER_NAME}\"\nhostaddr = \"{hostaddr}\"\n\
              port = {}\ndbname = \"{DATABASE}\"\nuser = \"{role}\"\npassword_file = \"{}\"\n",
             self.port,
             password_file.display()

@@ -1,4 +1,5 @@
-//! A real sshd on 127.0.0.1 and real interactive programs (`ssh`, `login`, `su`) driven
+//! A real sshd (on 127.0.0.1, or on an address inside a network namespace) and real
+//! interactive programs (`ssh`, `login`, `su`) driven
 //! by `expect`, each inside a private mount namespace that leaves the host as it was:
 //!
 //! - the sandbox's copy of /etc is bound over /etc (as [`Sandbox::command`] does);
@@ -11,12 +12,14 @@
 //!   `pam_syslog` can be read back ([`Namespace::syslog`]).
 
 use crate::{module, workspace, write_file, Sandbox};
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -48,9 +51,12 @@ pub struct Namespace {
     dir: PathBuf,
     socket_path: PathBuf,
     /// Lines read from the socket by `reader`, which drains it all the time: a full
-    /// socket queue would block every process that logs.
-    lines: Receiver<String>,
+    /// socket queue would block every process that logs. (In a mutex: logins to one
+    /// sshd may run from several threads.)
+    lines: Mutex<Receiver<String>>,
     reader: Option<JoinHandle<()>>,
+    /// The network namespace (`ip netns`) the commands run in; the host's when `None`.
+    netns: Option<String>,
 }
 
 /// Sent to the log socket by the test itself to stop the reader.
@@ -82,14 +88,29 @@ impl Namespace {
         Namespace {
             dir,
             socket_path,
-            lines,
+            lines: Mutex::new(lines),
             reader: Some(reader),
+            netns: None,
         }
+    }
+
+    /// The same private mounts, with the commands run inside network namespace `netns`
+    /// (made with `ip netns add`).
+    pub fn in_netns(mut self, netns: &str) -> Namespace {
+        self.netns = Some(netns.to_string());
+        self
     }
 
     /// A command that runs in a fresh private mount namespace set up as described above.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new("unshare");
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", netns, "unshare"]);
+                cmd
+            }
+            None => Command::new("unshare"),
+        };
         cmd.args([
             "-m",
             "--propagation",
@@ -115,9 +136,10 @@ impl Namespace {
             .unwrap()
             .send_to(marker.as_bytes(), &self.socket_path)
             .unwrap();
+        let received = self.lines.lock().unwrap();
         let mut lines = Vec::new();
         loop {
-            match self.lines.recv_timeout(Duration::from_secs(10)) {
+            match received.recv_timeout(Duration::from_secs(10)) {
                 Ok(line) if line == marker => return lines,
                 Ok(line) => lines.push(line),
                 Err(e) => panic!("the syslog reader stopped: {e}"),
@@ -230,9 +252,15 @@ pub type Step<'a> = (&'a str, &'a str);
 /// and ends with the program that runs `expect`), in a UTF-8 locale so that the QR
 /// code's half blocks arrive intact. `work` holds the driver and dialog files.
 pub fn run_dialog(mut prefix: Command, work: &Path, argv: &[&str], dialog: &[Step<'_>]) -> Session {
+    // Dialogs may run at once in one directory: each writes the driver whole (renamed
+    // into place) and has a dialog file of its own.
+    static DIALOGS: AtomicUsize = AtomicUsize::new(0);
+    let n = DIALOGS.fetch_add(1, Ordering::Relaxed);
     let driver = work.join("driver.exp");
-    write_file(&driver, DRIVER, 0o644);
-    let file = work.join(format!("dialog-{}", unix_nanos()));
+    let partial = work.join(format!(".driver.exp.{}.{n}", std::process::id()));
+    write_file(&partial, DRIVER, 0o644);
+    std::fs::rename(&partial, &driver).unwrap();
+    let file = work.join(format!("dialog-{}-{n}", unix_nanos()));
     let text: String = dialog
         .iter()
         .map(|(want, answer)| {
@@ -290,9 +318,11 @@ pub fn dialog_in(ns: &Namespace, work: &Path, argv: &[&str], dialog: &[Step<'_>]
     session
 }
 
-/// A real sshd on 127.0.0.1, started under [`SERVICE`] inside the sandbox's namespace.
-/// Dropping it stops it.
+/// A real sshd, started under [`SERVICE`] inside the sandbox's namespace. Dropping it
+/// stops it.
 pub struct Sshd {
+    /// Where it listens: 127.0.0.1, or an address inside its network namespace.
+    pub addr: IpAddr,
     pub port: u16,
     /// The sandbox's private mounts (and its syslog lines).
     pub ns: Namespace,
@@ -305,9 +335,29 @@ impl Sshd {
     /// Starts sshd with `AuthenticationMethods methods`, the rest of its settings from
     /// config/sshd_config.d/50-pam-totp.conf, and `pam` as the PAM service (`{module}`
     /// and `{config}` are replaced by the built module and the sandbox's config).
-    /// Waits, with a bound, until it listens.
+    /// Waits, with a bound, until it listens on 127.0.0.1.
     pub fn start(sb: &Sandbox, methods: &str, pam: &str) -> Sshd {
-        let ns = Namespace::new(sb);
+        Sshd::start_at(
+            Namespace::new(sb),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            sb,
+            methods,
+            pam,
+        )
+    }
+
+    /// The same, inside network namespace `netns`, listening on `addr` there.
+    pub fn start_in_netns(
+        sb: &Sandbox,
+        methods: &str,
+        pam: &str,
+        netns: &str,
+        addr: IpAddr,
+    ) -> Sshd {
+        Sshd::start_at(Namespace::new(sb).in_netns(netns), addr, sb, methods, pam)
+    }
+
+    fn start_at(ns: Namespace, addr: IpAddr, sb: &Sandbox, methods: &str, pam: &str) -> Sshd {
         let dir = sb.dir.join("sshd");
         std::fs::create_dir_all(&dir).unwrap();
         let host_key = dir.join("host_key");
@@ -334,7 +384,7 @@ impl Sshd {
                 &config,
                 &format!(
                     "Port {port}\n\
-                     ListenAddress 127.0.0.1\n\
+                     ListenAddress {addr}\n\
                      HostKey {key}\n\
                      PidFile {pid}\n\
                      PubkeyAuthentication yes\n\
@@ -362,9 +412,10 @@ impl Sshd {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            match wait_until_listening(&mut child, &log, port) {
+            match wait_until_listening(&mut child, &log, addr, port) {
                 Ok(()) => {
                     return Sshd {
+                        addr,
                         port,
                         ns,
                         dir,
@@ -402,7 +453,7 @@ impl Sshd {
         key
     }
 
-    /// `ssh [options] user@127.0.0.1 'echo logged-in-as-$(id -un)'` under expect,
+    /// `ssh [options] user@ADDR 'echo logged-in-as-$(id -un)'` under expect,
     /// with `options` after the common ones, answering the prompts as `dialog` says.
     pub fn ssh(&self, user: &str, options: &[&str], dialog: &[Step<'_>]) -> Session {
         self.client(user, options, Some(WHOAMI), dialog)
@@ -432,7 +483,7 @@ impl Sshd {
             "UserKnownHostsFile={}",
             self.dir.join("known_hosts").display()
         );
-        let target = format!("{user}@127.0.0.1");
+        let target = format!("{user}@{}", self.addr);
         let mut argv = vec![
             "ssh",
             "-F",
@@ -467,9 +518,14 @@ impl Sshd {
     }
 }
 
-/// Waits until sshd's log says it listens on `port`, polling with a bound.
-fn wait_until_listening(child: &mut Child, log: &Path, port: u16) -> Result<(), String> {
-    let ready = format!("Server listening on 127.0.0.1 port {port}.");
+/// Waits until sshd's log says it listens on `addr` and `port`, polling with a bound.
+fn wait_until_listening(
+    child: &mut Child,
+    log: &Path,
+    addr: IpAddr,
+    port: u16,
+) -> Result<(), String> {
+    let ready = format!("Server listening on {addr} port {port}.");
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -510,7 +566,8 @@ fn free_port() -> u16 {
 impl Drop for Sshd {
     fn drop(&mut self) {
         // SAFETY: kill has no memory-safety preconditions; the pid is our own child
-        // (unshare and sh exec into sshd, so the child is sshd itself), not yet reaped.
+        // (ip netns exec, unshare and sh exec into sshd, so the child is sshd itself), not
+        // yet reaped.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let _ = self.child.wait();
     }

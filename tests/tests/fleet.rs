@@ -2,13 +2,17 @@
 //! counters for every host, through the real module (built with `--features
 //! postgresql`) and real libpam, against a real PostgreSQL server with TLS.
 //!
-//! Each "host" is its own PAM transaction in its own process; they share nothing but
-//! the database. The module and totp-admin of the PostgreSQL build are taken from
-//! `$PAM_TOTP_PG_RELEASE` (tests/run.sh builds them into target/pg/release).
+//! Most "hosts" here are PAM transactions in processes of their own that share nothing
+//! but the database; `three_hosts_in_network_namespaces` runs three real sshds, each in a
+//! network namespace of its own, logged into with OpenSSH's client. The module and
+//! totp-admin of the PostgreSQL build are taken from `$PAM_TOTP_PG_RELEASE`
+//! (tests/run.sh builds them into target/pg/release).
 
+use pam_totp_tests::netns_support::{self, Network};
 use pam_totp_tests::pg_support::{Postgres, ADMIN_ROLE, LOGIN_ROLE, STATEMENT_TIMEOUT_MS};
+use pam_totp_tests::sshd_support::{Session, Sshd};
 use pam_totp_tests::{code, wait_for_fresh_step, write_file, PamRun, Sandbox, SECRET};
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,6 +169,7 @@ fn assert_ok(out: &Output, what: &str) {
 struct Login {
     run: PamRun,
     auth_ms: u64,
+    auth_us: u64,
     auth_cpu_us: u64,
     threads: u32,
     module_maps: u32,
@@ -180,6 +185,7 @@ impl From<PamRun> for Login {
         };
         Login {
             auth_ms: field("auth_ms="),
+            auth_us: field("auth_us="),
             auth_cpu_us: field("auth_cpu_us="),
             threads: field("threads=") as u32,
             module_maps: field("module_maps=") as u32,
@@ -363,6 +369,89 @@ fn store_copy_moves_a_host_into_the_fleet_and_back() {
     assert!(replay.run.log_contains("code already used"), "{replay:?}");
 }
 
+/// `totp-admin doctor` with the module's config: the session a login would make, and
+/// what to fix when it fails.
+#[test]
+fn doctor_checks_the_postgresql_store() {
+    let build = pg_build_or_skip!();
+    let mut fleet = Fleet::new("fleet-doctor", build, "");
+    // The lines of the store checks, each with its fix line after it.
+    let doctor = |fleet: &Fleet| {
+        let out = fleet.admin_with(&fleet.sb.config_path(), &["doctor"], "");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = Vec::new();
+        let mut keep = false;
+        for line in text.lines() {
+            if !line.starts_with(' ') {
+                keep = line.split_whitespace().nth(1) == Some("store");
+            }
+            if keep {
+                lines.push(line.trim().to_string());
+            }
+        }
+        lines.join("\n")
+    };
+    let text = doctor(&fleet);
+    assert!(
+        text.lines().any(|l| l.starts_with("ok")
+            && l.contains("connected (TLS verified against sslrootcert)")
+            && l.contains("schema version 1")),
+        "{text}"
+    );
+    assert!(!text.contains("FAIL"), "{text}");
+
+    let password = fleet.sb.dir.join(format!("totp/{LOGIN_ROLE}.password"));
+    let chmod = |mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    chmod(0o640);
+    let text = doctor(&fleet);
+    assert!(
+        text.contains("FAIL") && text.contains("mode 0640"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "fix: chown root:root {0} && chmod 600 {0}",
+            password.display()
+        )),
+        "{text}"
+    );
+    chmod(0o600);
+
+    let other_ca = fleet.sb.dir.join("totp/other-ca.pem");
+    std::fs::copy(fleet.pg.other_ca(), &other_ca).unwrap();
+    fleet.set_login_config("", &format!("sslrootcert = \"{}\"\n", other_ca.display()));
+    let text = doctor(&fleet);
+    assert!(
+        text.contains("fix: store.sslrootcert must be the CA"),
+        "{text}"
+    );
+
+    fleet.set_login_config("", "sslmode = \"disable\"\n");
+    let text = doctor(&fleet);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("warn") && l.contains("plaintext")),
+        "{text}"
+    );
+    assert!(text.contains("connected (no TLS)"), "{text}");
+
+    fleet.set_login_config("", "");
+    fleet.pg.sql_in("pam_totp", "DROP SCHEMA pam_totp CASCADE");
+    let text = doctor(&fleet);
+    assert!(text.contains("has no pam_totp schema"), "{text}");
+    assert!(text.contains("fix: run totp-admin store init"), "{text}");
+
+    fleet.pg.stop();
+    let text = doctor(&fleet);
+    assert!(
+        text.contains("FAIL") && text.contains("fix: no server listens"),
+        "{text}"
+    );
+}
+
 /// A listener that accepts connections and never says a word, until dropped.
 struct SilentListener {
     port: u16,
@@ -509,13 +598,18 @@ fn faults_fail_closed_within_the_deadline() {
 }
 
 /// What one successful login costs the host (client CPU, wall time of
-/// `pam_authenticate`), with TLS and without. Printed for docs/BENCHMARKS.md; each login
-/// is a different user with the same key, so that no code is a replay.
+/// `pam_authenticate`), with TLS and without: tests/bench/pg.sh prints the `BENCH-ROW`
+/// lines as a table (docs/FLEET.md). Each login is a different user with the same key, so
+/// that no code is a replay. `PAM_TOTP_BENCH_LOGINS` sets the logins per row (25).
 #[test]
 fn login_cost_with_and_without_tls() {
     let build = pg_build_or_skip!();
     let fleet = Fleet::new("fleet-cost", build, "");
-    const N: usize = 25;
+    let n: usize = std::env::var("PAM_TOTP_BENCH_LOGINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| (1..=1000).contains(&n))
+        .unwrap_or(25);
     let secret_hex = "3132333435363738393031323334353637383930"; // SECRET, decoded
     fleet.pg.sql_in(
         "pam_totp",
@@ -523,25 +617,30 @@ fn login_cost_with_and_without_tls() {
             "INSERT INTO pam_totp.users (name, secret, algorithm, digits, period, created_at, confirmed_at)
              SELECT 'cost' || i, '\\x{secret_hex}'::bytea, 'SHA1', 6, 30, 0, 0
              FROM generate_series(0, {}) i",
-            2 * N - 1
+            2 * n - 1
         ),
     );
-    let median = |mut v: Vec<u64>| {
+    // Median and 90th percentile, in ms with one decimal.
+    let ms = |mut v: Vec<u64>| {
         v.sort_unstable();
-        v[v.len() / 2]
+        let at = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)] as f64 / 1000.0;
+        format!("{:.1} / {:.1}", at(50), at(90))
     };
     for (label, extra, first) in [
-        ("TLS (verify-full)", "", 0),
+        ("TLS (verify-full, ECDSA P-256)", "", 0),
         (
-            "no TLS (sslmode = \"disable\")",
+            "no TLS (`sslmode = \"disable\"`)",
             "sslmode = \"disable\"\n",
-            N,
+            n,
         ),
     ] {
         fleet.set_login_config("", extra);
-        wait_for_fresh_step(30, 10);
+        // One login to warm the server's caches, then the measured ones inside one step.
+        let warm = fleet.login("fleet", "cost-none", "198.51.100.1", "000000");
+        assert!(warm.run.log_contains("not enrolled"), "{warm:?}");
+        wait_for_fresh_step(30, (10 + n as u64 / 5).min(25));
         let code = code(SECRET, 0);
-        let runs: Vec<Login> = (first..first + N)
+        let runs: Vec<Login> = (first..first + n)
             .map(|i| fleet.login("fleet", &format!("cost{i}"), "198.51.100.1", &code))
             .collect();
         for r in &runs {
@@ -549,9 +648,234 @@ fn login_cost_with_and_without_tls() {
             r.assert_clean_exit();
         }
         eprintln!(
-            "PostgreSQL login, {label}: median client CPU {} us, median wall {} ms ({N} logins)",
-            median(runs.iter().map(|r| r.auth_cpu_us).collect()),
-            median(runs.iter().map(|r| r.auth_ms).collect()),
+            "BENCH-ROW | {label} | {n} | {} | {} |",
+            ms(runs.iter().map(|r| r.auth_cpu_us).collect()),
+            ms(runs.iter().map(|r| r.auth_us).collect()),
         );
     }
+}
+
+/// One host of the namespaced fleet: its own /etc (the same users and passwords as the
+/// others), its own copy of the module and config, its own sshd in its own network
+/// namespace. The sshd stops before the sandbox goes.
+struct SshHost {
+    sshd: Sshd,
+    sb: Sandbox,
+}
+
+const FLEET_PASSWORD: &str = "Fleet-password-1";
+
+/// Password and code through sshd (AuthenticationMethods keyboard-interactive).
+/// `nodelay`: no 2 s pause after a failed login, of which this test makes many.
+const FLEET_SSHD_STACK: &str = "auth requisite pam_unix.so nodelay\n\
+     auth required {pg_module} config={config}\n\
+     account required pam_unix.so\n\
+     session required pam_permit.so\n";
+
+const KBDINT: &[&str] = &[
+    "-o",
+    "PubkeyAuthentication=no",
+    "-o",
+    "PreferredAuthentications=keyboard-interactive",
+];
+
+impl SshHost {
+    fn start(
+        n: usize,
+        net: &netns_support::NetHost,
+        pg: &Postgres,
+        gateway: Ipv4Addr,
+        build: &Path,
+    ) -> SshHost {
+        let sb = Sandbox::new(&format!("fleet-host{n}"));
+        for user in ["alice", "bob"] {
+            sb.add_user(user, FLEET_PASSWORD, None, &[]);
+        }
+        let lib = sb.dir.join("lib");
+        std::fs::create_dir_all(&lib).unwrap();
+        let module = lib.join("pam_totp.so");
+        std::fs::copy(build.join("libpam_totp.so"), &module).unwrap();
+        // The module reaches the server at the bridge's address, over TLS (the server
+        // takes nothing else from this network).
+        let store = pg.store_config_at(&sb.dir.join("totp"), LOGIN_ROLE, IpAddr::V4(gateway), "");
+        write_file(
+            &sb.config_path(),
+            &format!("[throttle]\nmax_failures = 8\n\n{store}"),
+            0o600,
+        );
+        let pam = FLEET_SSHD_STACK
+            .replace("{pg_module}", module.to_str().unwrap())
+            .replace("{config}", sb.config_path().to_str().unwrap());
+        let sshd = Sshd::start_in_netns(
+            &sb,
+            "keyboard-interactive",
+            &pam,
+            &net.netns,
+            IpAddr::V4(net.addr),
+        );
+        SshHost { sshd, sb }
+    }
+
+    fn login(&self, user: &str, code: &str) -> Session {
+        self.sshd.ssh(
+            user,
+            KBDINT,
+            &[
+                ("Password: ", FLEET_PASSWORD),
+                ("Verification code: ", code),
+            ],
+        )
+    }
+
+    /// The module's log lines since the last call.
+    fn module_log(&self) -> Vec<String> {
+        self.sshd
+            .ns
+            .syslog()
+            .into_iter()
+            .filter(|l| l.contains("result="))
+            .collect()
+    }
+}
+
+fn logged_with(log: &[String], needle: &str) -> usize {
+    log.iter().filter(|l| l.contains(needle)).count()
+}
+
+/// Three hosts, each an sshd in a network namespace of its own, on one database that
+/// listens on the bridge in the root namespace; OpenSSH's client logs in from the root
+/// namespace, so every login comes from the bridge's address.
+#[test]
+fn three_hosts_in_network_namespaces() {
+    let build = pg_build_or_skip!();
+    let before = netns_support::snapshot();
+    let netns_dir_before = Path::new("/run/netns").exists();
+    {
+        let net = Network::new(3);
+        let pg =
+            Postgres::start_listening("fleet-netns", Some((IpAddr::V4(net.gateway), &net.cidr())));
+        let hosts: Vec<SshHost> = net
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| SshHost::start(i + 1, h, &pg, net.gateway, &build))
+            .collect();
+        let source = net.gateway.to_string();
+
+        // Enroll once, with totp-admin on host 1.
+        let admin_sb = &hosts[0].sb;
+        let admin_config = admin_sb.dir.join("totp/admin.toml");
+        let admin_text = pg.store_config(&admin_sb.dir.join("totp"), ADMIN_ROLE, "");
+        write_file(&admin_config, &admin_text, 0o600);
+        let admin = |args: &[&str], stdin: &str| {
+            use std::io::Write;
+            let mut child = admin_sb
+                .command(build.join("totp-admin"))
+                .arg("--config")
+                .arg(&admin_config)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        };
+        assert_ok(
+            &admin(&["store", "init", "--login-role", LOGIN_ROLE], ""),
+            "store init",
+        );
+        for (user, secret) in [("alice", SECRET), ("bob", SECRET_BOB)] {
+            let out = admin(
+                &["--json", "enroll", "--user", user, "--secret-stdin"],
+                &format!("{secret}\n"),
+            );
+            assert_ok(&out, "enroll");
+        }
+
+        // Host 1 accepts the code; host 2 refuses the same code; host 3 takes a fresh one.
+        wait_for_fresh_step(30, 15);
+        let now = code(SECRET, 0);
+        let first = hosts[0].login("alice", &now);
+        assert!(first.logged_in_as("alice"), "host 1: {}", first.text);
+        let log = hosts[0].module_log();
+        assert_eq!(logged_with(&log, "code accepted"), 1, "host 1: {log:?}");
+        assert_eq!(
+            logged_with(&log, &format!("source=\"{source}\"")),
+            1,
+            "the login came over the bridge: {log:?}"
+        );
+
+        let replay = hosts[1].login("alice", &now);
+        assert!(!replay.logged_in_as("alice"), "host 2: {}", replay.text);
+        assert!(replay.text.contains("Permission denied"), "{}", replay.text);
+        let log = hosts[1].module_log();
+        assert_eq!(logged_with(&log, "code already used"), 1, "host 2: {log:?}");
+
+        let fresh = hosts[2].login("alice", &code(SECRET, 30));
+        assert!(fresh.logged_in_as("alice"), "host 3: {}", fresh.text);
+        let log = hosts[2].module_log();
+        assert_eq!(logged_with(&log, "code accepted"), 1, "host 3: {log:?}");
+
+        // 8 logins with one code, at once, spread over the three hosts: one gets in.
+        for host in &hosts {
+            host.module_log();
+        }
+        wait_for_fresh_step(30, 20);
+        let bob_code = code(SECRET_BOB, 0);
+        let sessions: Vec<Session> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (host, bob_code) = (&hosts[i % 3], &bob_code);
+                    s.spawn(move || host.login("bob", bob_code))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let wins = sessions.iter().filter(|s| s.logged_in_as("bob")).count();
+        let logs: Vec<String> = hosts.iter().flat_map(SshHost::module_log).collect();
+        assert_eq!(
+            (
+                wins,
+                logged_with(&logs, "code accepted"),
+                logged_with(&logs, "code already used")
+            ),
+            (1, 1, 7),
+            "{sessions:#?}\n{logs:#?}"
+        );
+
+        // Failures from one source on host 1 throttle that source on host 2.
+        for _ in 0..8 {
+            let wrong = hosts[0].login("alice", "000000");
+            assert!(!wrong.logged_in_as("alice"), "{}", wrong.text);
+        }
+        let log = hosts[0].module_log();
+        assert_eq!(logged_with(&log, "wrong code"), 8, "host 1: {log:?}");
+        let throttled = hosts[1].login("alice", &code(SECRET, 30));
+        assert!(!throttled.logged_in_as("alice"), "{}", throttled.text);
+        assert!(
+            throttled.text.contains("try again in"),
+            "{}",
+            throttled.text
+        );
+        let log = hosts[1].module_log();
+        assert_eq!(logged_with(&log, "throttled"), 1, "host 2: {log:?}");
+        drop(hosts);
+    }
+    assert_eq!(
+        netns_support::snapshot(),
+        before,
+        "network namespaces or interfaces were left behind"
+    );
+    assert_eq!(
+        Path::new("/run/netns").exists(),
+        netns_dir_before,
+        "/run/netns was left behind"
+    );
 }

@@ -14,6 +14,9 @@ use std::process::Command;
 /// The Debian package's name (a Debian name has no underscore).
 const DEB_PACKAGE: &str = "pam-totp";
 const RPM_PACKAGE: &str = "pam_totp";
+/// The PostgreSQL flavour, which takes the place of the SQLite-only package.
+const PG_DEB_PACKAGE: &str = "pam-totp-postgresql";
+const PG_RPM_PACKAGE: &str = "pam_totp-postgresql";
 
 const DEB_MODULE: &str = "/usr/lib/x86_64-linux-gnu/security/pam_totp.so";
 const RPM_MODULE: &str = "/usr/lib64/security/pam_totp.so";
@@ -26,6 +29,8 @@ const COMMON_ACCOUNT: &str = "/etc/pam.d/common-account";
 
 /// The module's size limit; it is about 2 MB stripped.
 const MAX_MODULE_SIZE: u64 = 3 << 20;
+/// The same for the PostgreSQL flavour's module (tokio, tokio-postgres, rustls): ~3.7 MB.
+const MAX_PG_MODULE_SIZE: u64 = 5 << 20;
 
 /// The oldest version of each package the .deb may depend on in the base systems it
 /// targets: Ubuntu 22.04 (libc6 2.35, PAM 1.4.0, gcc 12) and Debian 12 (libc6 2.36,
@@ -66,43 +71,53 @@ fn module_is_stripped_small_and_exports_only_the_pam_entry_points() {
         .arg(unpacked.path()));
     let packaged = unpacked.path().join(DEB_MODULE.trim_start_matches('/'));
     for module in [release_dir().join("libpam_totp.so"), packaged] {
-        let symbols = run(Command::new("nm")
-            .args(["-D", "--defined-only"])
-            .arg(&module));
-        let names: Vec<&str> = symbols
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(2))
-            .collect();
-        let expected = [
-            "pam_sm_acct_mgmt",
-            "pam_sm_authenticate",
-            "pam_sm_chauthtok",
-            "pam_sm_close_session",
-            "pam_sm_open_session",
-            "pam_sm_setcred",
-        ];
-        assert_eq!(names, expected, "{} exports {symbols}", module.display());
-
-        let sections = run(Command::new("readelf").args(["-S", "--wide"]).arg(&module));
-        assert!(
-            !sections.contains(".symtab") && !sections.contains(".debug_"),
-            "{} is not stripped:\n{sections}",
-            module.display()
-        );
-
-        let size = fs::metadata(&module).unwrap().len();
-        eprintln!("{}: {size} bytes", module.display());
-        assert!(
-            size <= MAX_MODULE_SIZE,
-            "{} is {size} bytes",
-            module.display()
-        );
+        assert_module_exports_only_pam_entry_points(&module, MAX_MODULE_SIZE);
     }
+}
+
+fn assert_module_exports_only_pam_entry_points(module: &Path, max_size: u64) {
+    let symbols = run(Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(module));
+    let names: Vec<&str> = symbols
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    let expected = [
+        "pam_sm_acct_mgmt",
+        "pam_sm_authenticate",
+        "pam_sm_chauthtok",
+        "pam_sm_close_session",
+        "pam_sm_open_session",
+        "pam_sm_setcred",
+    ];
+    assert_eq!(names, expected, "{} exports {symbols}", module.display());
+
+    let sections = run(Command::new("readelf").args(["-S", "--wide"]).arg(module));
+    assert!(
+        !sections.contains(".symtab") && !sections.contains(".debug_"),
+        "{} is not stripped:\n{sections}",
+        module.display()
+    );
+
+    let size = fs::metadata(module).unwrap().len();
+    eprintln!("{}: {size} bytes", module.display());
+    assert!(size <= max_size, "{} is {size} bytes", module.display());
+}
+
+/// Whether a built module carries the PostgreSQL store (its login statement).
+fn has_postgresql_store(module: &Path) -> bool {
+    let bytes = fs::read(module).unwrap();
+    let needle = b"UPDATE pam_totp.users SET last_step";
+    bytes.windows(needle.len()).any(|w| w == needle)
 }
 
 #[test]
 fn deb_depends_only_on_the_base_system() {
-    let deb = &packages().deb;
+    assert_depends_only_on_the_base_system(&packages().deb);
+}
+
+fn assert_depends_only_on_the_base_system(deb: &Path) {
     let depends = run(Command::new("dpkg-deb")
         .args(["-f"])
         .arg(deb)
@@ -544,4 +559,168 @@ fn rpm_installs_upgrades_and_erases_in_a_throwaway_root() {
             "an erase keeps a changed config as .rpmsave"
         );
     });
+}
+
+/// The PostgreSQL flavour's .deb: the files of pam-totp (its doc directory named after
+/// it, and FLEET.md added) with the module and totp-admin of the PostgreSQL build, in
+/// place of pam-totp.
+#[test]
+fn pg_deb_contents_relations_and_module() {
+    let packages = packages();
+    let deb = &packages.pg_deb;
+    let field = |name: &str| {
+        run(Command::new("dpkg-deb").arg("-f").arg(deb).arg(name))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("Package"), PG_DEB_PACKAGE);
+    for relation in ["Conflicts", "Replaces", "Provides"] {
+        assert_eq!(field(relation), DEB_PACKAGE, "{relation}");
+    }
+    assert_depends_only_on_the_base_system(deb);
+
+    let (plain_doc, pg_doc) = (
+        format!("/usr/share/doc/{DEB_PACKAGE}/"),
+        format!("/usr/share/doc/{PG_DEB_PACKAGE}/"),
+    );
+    let mut expected: BTreeMap<String, (String, String)> = deb_listing(&packages.deb)
+        .into_iter()
+        .map(|(path, meta)| (path.replace(&plain_doc, &pg_doc), meta))
+        .collect();
+    expected.insert(
+        format!("{pg_doc}FLEET.md"),
+        ("-rw-r--r--".into(), "0/0".into()),
+    );
+    assert_eq!(deb_listing(deb), expected);
+
+    // The same conffiles and maintainer scripts.
+    let control = |deb: &Path| {
+        let dir = TempDir::new("deb-control");
+        run(Command::new("dpkg-deb").arg("-e").arg(deb).arg(dir.path()));
+        ["conffiles", "postinst", "prerm", "postrm"]
+            .map(|f| fs::read_to_string(dir.path().join(f)).unwrap())
+    };
+    assert_eq!(control(deb), control(&packages.deb));
+
+    let unpacked = TempDir::new("pg-deb-unpacked");
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(unpacked.path()));
+    let module = unpacked.path().join(DEB_MODULE.trim_start_matches('/'));
+    assert_module_exports_only_pam_entry_points(&module, MAX_PG_MODULE_SIZE);
+    assert!(has_postgresql_store(&module), "not the PostgreSQL build");
+    assert!(!has_postgresql_store(&release_dir().join("libpam_totp.so")));
+    let admin = fs::read(unpacked.path().join(ADMIN.trim_start_matches('/'))).unwrap();
+    let needle = b"pg_advisory_xact_lock";
+    assert!(
+        admin.windows(needle.len()).any(|w| w == needle),
+        "totp-admin without store init for PostgreSQL"
+    );
+}
+
+/// The PostgreSQL flavour's .rpm: the files and scriptlets of pam_totp (doc and licence
+/// directories named after it, FLEET.md added), the PostgreSQL build's module.
+#[test]
+fn pg_rpm_file_list_relations_and_module() {
+    let packages = packages();
+    let rpm = &packages.pg_rpm;
+    let query = |rpm: &Path, args: &[&str]| run(Command::new("rpm").arg("-qp").args(args).arg(rpm));
+    assert_eq!(query(rpm, &["--qf", "%{NAME}"]), PG_RPM_PACKAGE);
+    assert_eq!(query(rpm, &["--conflicts"]).trim(), RPM_PACKAGE);
+    assert!(
+        query(rpm, &["--provides"])
+            .lines()
+            .any(|l| l == RPM_PACKAGE),
+        "it provides {RPM_PACKAGE}"
+    );
+
+    // The doc and licence directories are named after the package; /etc/pam_totp is not.
+    let renamed = |path: String| {
+        ["/usr/share/doc/", "/usr/share/licenses/"]
+            .iter()
+            .fold(path, |path, dir| {
+                path.replace(
+                    &format!("{dir}{RPM_PACKAGE}/"),
+                    &format!("{dir}{PG_RPM_PACKAGE}/"),
+                )
+            })
+    };
+    let mut expected: BTreeMap<_, _> = rpm_files(&packages.rpm)
+        .into_iter()
+        .map(|(path, meta)| (renamed(path), meta))
+        .collect();
+    expected.insert(
+        format!("/usr/share/doc/{PG_RPM_PACKAGE}/FLEET.md"),
+        (0o644, "d".into(), "root".into(), "root".into()),
+    );
+    assert_eq!(rpm_files(rpm), expected);
+    assert_eq!(
+        query(rpm, &["--scripts"]),
+        query(&packages.rpm, &["--scripts"])
+    );
+
+    // The packaged module is the PostgreSQL build's, which exports only the entry points.
+    let built = pg_release_dir().join("libpam_totp.so");
+    let digests = query(rpm, &["--qf", "[%{FILENAMES} %{FILEDIGESTS}\\n]"]);
+    let packaged = digests
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{RPM_MODULE} ")))
+        .expect("the module in the .rpm");
+    assert_eq!(packaged, checksum(&built), "{}", built.display());
+    assert_module_exports_only_pam_entry_points(&built, MAX_PG_MODULE_SIZE);
+    assert!(has_postgresql_store(&built));
+}
+
+/// Installing pam-totp-postgresql over pam-totp: pam-totp goes, the module stays in the
+/// PAM stacks, and the config and the store (with its enrollments) stay; purging
+/// pam-totp's leftovers later takes nothing from the new flavour.
+#[test]
+fn deb_postgresql_flavour_takes_the_place_of_pam_totp() {
+    require_root();
+    let packages = packages();
+    let before = host_state();
+    in_throwaway_system(|| {
+        for package in [PG_DEB_PACKAGE, DEB_PACKAGE] {
+            if deb_installed(package) {
+                dpkg(&["--purge", package]);
+            }
+        }
+        let auth_before = fs::read_to_string(COMMON_AUTH).unwrap();
+        dpkg(&["-i", packages.deb.to_str().unwrap()]);
+        pam_auth_update(&["--enable", "totp"]);
+        let auth_enabled = fs::read_to_string(COMMON_AUTH).unwrap();
+        add_user(USER, PASSWORD);
+        run_with_input(
+            Command::new(ADMIN).args(["enroll", "--user", USER, "--secret-stdin"]),
+            &format!("{SECRET}\n"),
+        );
+        let config = fs::read_to_string(CONFIG).unwrap();
+
+        dpkg(&["-i", packages.pg_deb.to_str().unwrap()]);
+        assert!(deb_installed(PG_DEB_PACKAGE) && !deb_installed(DEB_PACKAGE));
+        assert!(has_postgresql_store(strs(DEB_MODULE)));
+        assert_eq!(
+            fs::read_to_string(COMMON_AUTH).unwrap(),
+            auth_enabled,
+            "the switch took pam_totp out of common-auth"
+        );
+        assert_eq!(fs::read_to_string(CONFIG).unwrap(), config);
+        let enrolled = || {
+            run(Command::new(ADMIN).args(["--json", "status", "--user", USER]))
+                .replace(char::is_whitespace, "")
+                .contains("\"enrolled\":true")
+        };
+        assert!(enrolled(), "the store went with pam-totp");
+
+        // Whatever dpkg kept of pam-totp, purging it leaves the new flavour's files.
+        let _ = output(Command::new("dpkg").args(["--purge", DEB_PACKAGE]));
+        assert!(strs(STORE).exists() && strs(CONFIG).exists());
+        assert!(enrolled());
+
+        dpkg(&["-P", PG_DEB_PACKAGE]);
+        assert_eq!(fs::read_to_string(COMMON_AUTH).unwrap(), auth_before);
+        assert!(!strs(STATE_DIR).exists());
+    });
+    assert_eq!(host_state(), before, "the host's files changed");
 }

@@ -5,31 +5,11 @@
 
 use crate::error::{Error, Result};
 use crate::terminal;
+use pam_totp::pam::{PamConv, PamMessage, PamResponse};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 
 /// The PAM service file (`/etc/pam.d/totp-admin`): the password stack, never pam_totp.
 pub const SERVICE: &str = "totp-admin";
-
-#[repr(C)]
-struct PamMessage {
-    msg_style: c_int,
-    msg: *const c_char,
-}
-
-#[repr(C)]
-struct PamResponse {
-    resp: *mut c_char,
-    resp_retcode: c_int,
-}
-
-type ConvFn =
-    extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int;
-
-#[repr(C)]
-struct PamConv {
-    conv: Option<ConvFn>,
-    appdata_ptr: *mut c_void,
-}
 
 #[link(name = "pam")]
 extern "C" {

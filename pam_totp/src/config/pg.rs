@@ -267,6 +267,32 @@ mod tests {
         assert_eq!(c.store.server_addr(), None);
     }
 
+    /// Every `[store]` key the shipped config lists, commented out, parses once
+    /// uncommented, and together they make a valid fleet config.
+    #[test]
+    fn the_shipped_config_lists_the_postgresql_keys() {
+        let shipped = include_str!("../../../config/config.toml");
+        let uncommented: Vec<&str> = shipped
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(setting) if !setting.starts_with([' ', '#']) && setting.contains(" = ") => {
+                    setting
+                }
+                _ => l,
+            })
+            .collect();
+        let text = uncommented
+            .join("\n")
+            .replace("backend = \"sqlite\"", "backend = \"postgresql\"");
+        let c = Config::parse(&text).unwrap();
+        let s = &c.store;
+        assert_eq!(s.backend, Backend::Postgresql);
+        assert_eq!(s.server_addr(), Some("192.0.2.10".parse().unwrap()));
+        assert_eq!((s.port, s.sslmode), (DEFAULT_PORT, SslMode::VerifyFull));
+        assert!(s.password_file.is_some() && s.sslrootcert.is_some());
+        assert_eq!(s.timeout, DEFAULT_TIMEOUT);
+    }
+
     #[test]
     fn timeouts() {
         let ms = |t: &str| t.parse::<Timeout>().map(|t| t.0.as_millis());

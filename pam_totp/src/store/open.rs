@@ -39,6 +39,18 @@ pub fn init_postgresql(config: &Config, login_role: Option<&str>) -> Result<i64>
     Ok(found)
 }
 
+/// The PostgreSQL schema version (`0`: none yet), read the way a login reads: with the
+/// config's role, TLS settings and deadline (`totp-admin doctor`).
+#[cfg(feature = "postgresql")]
+pub fn postgresql_schema_version(config: &Config) -> Result<i64> {
+    crate::store_pg::PgStore::for_login(&config.store)?.schema_version()
+}
+
+#[cfg(not(feature = "postgresql"))]
+pub fn postgresql_schema_version(config: &Config) -> Result<i64> {
+    postgresql(config, false).map(|_| 0)
+}
+
 #[cfg(not(feature = "postgresql"))]
 pub fn init_postgresql(config: &Config, _login_role: Option<&str>) -> Result<i64> {
     postgresql(config, true).map(|_| 0)

@@ -7,8 +7,8 @@
 //! pam-client SERVICE USER [--rhost HOST] [--tty TTY] --direct MODULE.so [ARG...]
 //! ```
 //!
-//! With `--report`, it also prints how long `pam_authenticate` took (`auth_ms=`, and
-//! `auth_cpu_us=`: user and system CPU of the whole process, helper threads included), and,
+//! With `--report`, it also prints how long `pam_authenticate` took (`auth_ms=`,
+//! `auth_us=`, and `auth_cpu_us=`: user and system CPU of the whole process, helper threads included), and,
 //! after `pam_end`, the threads left in the process (`threads=`) and the mappings of
 //! the module still in memory (`module_maps=`).
 //!
@@ -198,7 +198,9 @@ fn main() {
     };
     println!("auth={}", code_name(rc));
     if report {
-        println!("auth_ms={}", started.elapsed().as_millis());
+        let elapsed = started.elapsed();
+        println!("auth_ms={}", elapsed.as_millis());
+        println!("auth_us={}", elapsed.as_micros());
         println!("auth_cpu_us={}", cpu_us() - cpu_before);
     }
     let mut last = rc;

