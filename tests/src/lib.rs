@@ -62,7 +62,9 @@ pub fn module() -> PathBuf {
     let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if stamp(&installed) < stamp(&built) {
         std::fs::create_dir_all(&dir).unwrap();
-        let partial = dir.join(format!(".pam_totp.so.{}", std::process::id()));
+        static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let partial = dir.join(format!(".pam_totp.so.{}.{n}", std::process::id()));
         std::fs::copy(&built, &partial).unwrap();
         std::fs::rename(&partial, &installed).unwrap();
     }
