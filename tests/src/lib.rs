@@ -11,6 +11,7 @@ pub mod netns_support;
 pub mod packages_support;
 pub mod pam_ffi;
 pub mod pg_support;
+pub mod pipe;
 pub mod reliability_support;
 pub mod sshd_support;
 
@@ -303,23 +304,13 @@ impl Sandbox {
 
     /// Runs `totp-admin --config <sandbox config> ARGS` as root inside the sandbox.
     pub fn admin(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = self
-            .command(totp_admin())
-            .arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        feed(
+            self.command(totp_admin())
+                .arg("--config")
+                .arg(self.config_path())
+                .args(args),
+            stdin,
+        )
     }
 
     /// Enrolls `user` with a known base32 secret; returns the recovery codes.
@@ -418,6 +409,23 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Runs `cmd` with `stdin` as its standard input and collects its output.
+pub fn feed(cmd: &mut Command, stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// Writes a file with a mode, root-owned (the tests run as root).

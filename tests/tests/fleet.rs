@@ -11,10 +11,10 @@
 use pam_totp_tests::netns_support::{self, Network};
 use pam_totp_tests::pg_support::{Postgres, ADMIN_ROLE, LOGIN_ROLE, STATEMENT_TIMEOUT_MS};
 use pam_totp_tests::sshd_support::{Session, Sshd};
-use pam_totp_tests::{code, wait_for_fresh_step, write_file, PamRun, Sandbox, SECRET};
+use pam_totp_tests::{code, feed, wait_for_fresh_step, write_file, PamRun, Sandbox, SECRET};
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -113,25 +113,14 @@ impl Fleet {
     }
 
     fn admin_with(&self, config: &Path, args: &[&str], stdin: &str) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .sb
-            .command(self.build.join("totp-admin"))
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        feed(
+            self.sb
+                .command(self.build.join("totp-admin"))
+                .arg("--config")
+                .arg(config)
+                .args(args),
+            stdin,
+        )
     }
 
     fn enroll(&self, config: &Path, user: &str, secret: &str) {
@@ -768,24 +757,14 @@ fn three_hosts_in_network_namespaces() {
         let admin_text = pg.store_config(&admin_sb.dir.join("totp"), ADMIN_ROLE, "");
         write_file(&admin_config, &admin_text, 0o600);
         let admin = |args: &[&str], stdin: &str| {
-            use std::io::Write;
-            let mut child = admin_sb
-                .command(build.join("totp-admin"))
-                .arg("--config")
-                .arg(&admin_config)
-                .args(args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(stdin.as_bytes())
-                .unwrap();
-            child.wait_with_output().unwrap()
+            feed(
+                admin_sb
+                    .command(build.join("totp-admin"))
+                    .arg("--config")
+                    .arg(&admin_config)
+                    .args(args),
+                stdin,
+            )
         };
         assert_ok(
             &admin(&["store", "init", "--login-role", LOGIN_ROLE], ""),

@@ -14,6 +14,7 @@
 use pam_totp::otp::{code_at, Algorithm, OtpParams};
 use pam_totp::secret::SecretKey;
 use pam_totp_tests::pam_ffi::*;
+use pam_totp_tests::pipe::{pipe, read_all, write_all};
 use std::ffi::{c_int, c_void, CString};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -362,40 +363,6 @@ fn run(dir: &Path, users: usize, auths: usize, procs: usize, wrong: bool) {
         percentile(&lat, 0.99),
         cpu / n.max(1) as u64
     );
-}
-
-fn pipe() -> (c_int, c_int) {
-    let mut fds = [0 as c_int; 2];
-    // SAFETY: fds has room for two descriptors.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    (fds[0], fds[1])
-}
-
-fn write_all(fd: c_int, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: bytes is a valid buffer.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        if n <= 0 {
-            return;
-        }
-        bytes = &bytes[n as usize..];
-    }
-}
-
-fn read_all(fd: c_int) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        // SAFETY: buf is a valid writable buffer.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n as usize]);
-    }
-    // SAFETY: closing our own descriptor.
-    unsafe { libc::close(fd) };
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn main() {

@@ -37,6 +37,7 @@
 
 use pam_totp::otp::{code_at, step_at};
 use pam_totp_tests::pam_ffi::*;
+use pam_totp_tests::pipe::{pipe, read_all, write_all};
 use pam_totp_tests::reliability_support::{secret, user, PARAMS};
 use std::ffi::{c_int, c_void, CStr, CString};
 use std::io::Write;
@@ -606,40 +607,6 @@ fn secrets(args: &[String]) {
     copy.iter_mut().for_each(|b| *b = 0);
     std::hint::black_box(&copy);
     println!("control_found={seen}");
-}
-
-fn pipe() -> (c_int, c_int) {
-    let mut fds = [0 as c_int; 2];
-    // SAFETY: fds has room for two descriptors.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    (fds[0], fds[1])
-}
-
-fn write_all(fd: c_int, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: bytes is a valid buffer.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        if n <= 0 {
-            return;
-        }
-        bytes = &bytes[n as usize..];
-    }
-}
-
-fn read_all(fd: c_int) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        // SAFETY: buf is a valid writable buffer.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n as usize]);
-    }
-    // SAFETY: closing our own descriptor.
-    unsafe { libc::close(fd) };
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn main() {
