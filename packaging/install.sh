@@ -45,13 +45,16 @@ apt-get install -y --no-install-recommends build-essential pkg-config libpam0g-d
 bash packaging/build.sh
 
 target=${CARGO_TARGET_DIR:-$root/target}
-deb=$(ls "$target"/packages/*.deb | head -n 1)
+deb=$(ls "$target"/packages/pam-totp_*.deb | head -n 1)
 apt-get install -y --no-install-recommends "$deb"
 
 if [ "$enable_sshd" = yes ]; then
     pam-auth-update --enable totp
     if [ -d /etc/ssh/sshd_config.d ]; then
         install -m 0644 config/sshd_config.d/50-pam-totp.conf /etc/ssh/sshd_config.d/50-pam-totp.conf
+        # sshd -t wants its privilege separation directory, which the ssh service
+        # creates when it starts.
+        [ -d /run/sshd ] || install -d -m 0755 /run/sshd
         if sshd -t; then
             systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true
         else

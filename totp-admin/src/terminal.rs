@@ -33,8 +33,10 @@ const MAX_ANSWER: usize = 1024;
 /// Asks `prompt` and reads one line. With `echo` false and a terminal on standard
 /// input, what is typed is not shown.
 pub fn ask(prompt: &str, echo: bool) -> Result<Answer> {
-    show(prompt)?;
+    // Echo goes off before the prompt is shown: whatever is typed once the prompt is
+    // visible is neither echoed nor thrown away.
     let guard = if echo { None } else { EchoOff::new() };
+    show(prompt)?;
     let line = read_line();
     if guard.is_some() {
         // The Enter the user typed was not echoed either.
@@ -89,7 +91,7 @@ impl EchoOff {
         let mut quiet = saved;
         quiet.c_lflag &= !(libc::ECHO | libc::ECHOE | libc::ECHOK);
         // SAFETY: quiet is a valid termios derived from the current settings.
-        if unsafe { libc::tcsetattr(0, libc::TCSAFLUSH, &quiet) } != 0 {
+        if unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) } != 0 {
             return None;
         }
         Some(EchoOff { saved })
@@ -99,7 +101,7 @@ impl EchoOff {
 impl Drop for EchoOff {
     fn drop(&mut self) {
         // SAFETY: restores the settings read in new().
-        unsafe { libc::tcsetattr(0, libc::TCSAFLUSH, &self.saved) };
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.saved) };
     }
 }
 
