@@ -5,6 +5,7 @@
 #   packaging/install.sh                # module, totp-admin, config, store (2FA not yet on)
 #   packaging/install.sh --enable-sshd  # ... and turn it on for SSH logins
 #
+# It installs the build dependencies (and Rust through rustup when cargo is missing).
 # --enable-sshd runs `pam-auth-update --enable totp` (the module then runs for every
 # service that includes common-auth, optional for everyone until the config says
 # otherwise) and installs config/sshd_config.d/50-pam-totp.conf so sshd asks through
@@ -33,14 +34,21 @@ if [ "$(id -u)" != 0 ]; then
     echo "install.sh: run as root" >&2
     exit 1
 fi
-if ! command -v cargo >/dev/null 2>&1; then
-    echo "install.sh: cargo not found: install Rust (https://rustup.rs) first" >&2
-    exit 1
-fi
-
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
-apt-get install -y --no-install-recommends build-essential pkg-config libpam0g-dev
+apt-get install -y --no-install-recommends build-essential pkg-config libpam0g-dev \
+    ca-certificates curl
+
+# Rust: the distribution's compiler is too old for the dependencies; rustup installs a
+# current stable one for root when none is there.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+        sh -s -- -y --profile minimal --default-toolchain stable
+    PATH="$HOME/.cargo/bin:$PATH"
+fi
 
 bash packaging/build.sh
 
