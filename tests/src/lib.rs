@@ -428,6 +428,47 @@ pub fn feed(cmd: &mut Command, stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Draws QR half-block lines (colour escapes stripped) into a grey image, one character
+/// 1 pixel wide and 2 tall, scaled up, and decodes it. On a dark terminal (`blocks_are_light`) a block is
+/// a light module; on a light terminal a dark one.
+pub fn decode_qr(lines: &[String], blocks_are_light: bool) -> String {
+    const SCALE: usize = 4;
+    let rows: Vec<Vec<char>> = lines
+        .iter()
+        .map(|l| admin_support::strip_ansi(l).chars().collect())
+        .collect();
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    assert!(width > 20, "no QR code lines: {lines:?}");
+    let height = rows.len() * 2;
+    let module = |x: usize, y: usize| -> bool {
+        let c = rows[y / 2].get(x).copied().unwrap_or(' ');
+        let upper = y & 1 == 0;
+        let block = match c {
+            '█' => true,
+            '▀' => upper,
+            '▄' => !upper,
+            ' ' => false,
+            other => panic!("unexpected character {other:?} in the QR code"),
+        };
+        block == blocks_are_light
+    };
+    // A light margin around it, as a screen would show.
+    let margin = 4;
+    let (w, h) = (width + 2 * margin, height + 2 * margin);
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w * SCALE, h * SCALE, |x, y| {
+        let (x, y) = (x / SCALE, y / SCALE);
+        let inside = x >= margin && y >= margin && x < width + margin && y < height + margin;
+        if !inside || module(x - margin, y - margin) {
+            255
+        } else {
+            0
+        }
+    });
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code expected");
+    grids[0].decode().expect("the QR code decodes").1
+}
+
 /// Writes a file with a mode, root-owned (the tests run as root).
 pub fn write_file(path: &Path, text: &str, mode: u32) {
     std::fs::write(path, text).unwrap();
