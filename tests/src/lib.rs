@@ -353,19 +353,29 @@ impl Sandbox {
         dir
     }
 
+    /// `program` through pam_wrapper for `service` (made with [`Sandbox::service`]),
+    /// stopped after 20 s. Only `program` loads pam_wrapper, and only inside the private
+    /// /tmp: pam_wrapper makes a directory in /tmp in every process that loads it.
+    pub fn pam_command(&self, service: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = self.command("timeout");
+        cmd.args(["20", "env", "LD_PRELOAD=libpam_wrapper.so", "PAM_WRAPPER=1"])
+            .arg(format!(
+                "PAM_WRAPPER_SERVICE_DIR={}",
+                self.dir.join("pam").join(service).display()
+            ))
+            .arg("PAM_WRAPPER_DEBUGLEVEL=2")
+            .arg(program);
+        cmd
+    }
+
     /// Runs pam-client through pam_wrapper for `service` (made with [`Sandbox::service`]),
     /// answering prompts with `answers` (one per line; fewer answers than prompts make
     /// the conversation fail). `extra` goes on pam-client's command line.
     pub fn pam(&self, service: &str, user: &str, extra: &[&str], answers: &[u8]) -> PamRun {
-        let dir = self.dir.join("pam").join(service);
         let mut child = self
-            .command("timeout")
-            .args(["20", pam_client().to_str().unwrap(), service, user])
+            .pam_command(service, pam_client())
+            .args([service, user])
             .args(extra)
-            .env("LD_PRELOAD", "libpam_wrapper.so")
-            .env("PAM_WRAPPER", "1")
-            .env("PAM_WRAPPER_SERVICE_DIR", &dir)
-            .env("PAM_WRAPPER_DEBUGLEVEL", "2")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -241,21 +241,10 @@ fn replay_race_between_processes() {
     );
     wait_for_fresh_step(30, 20);
     let c = code(SECRET, 0);
-    let dir = sb.dir.join("pam").join("race");
     for u in &users {
         let spawn = || {
-            sb.command("timeout")
-                .args([
-                    "20",
-                    pam_client().to_str().unwrap(),
-                    "race",
-                    u,
-                    "--rhost",
-                    "192.0.2.16",
-                ])
-                .env("LD_PRELOAD", "libpam_wrapper.so")
-                .env("PAM_WRAPPER", "1")
-                .env("PAM_WRAPPER_SERVICE_DIR", &dir)
+            sb.pam_command("race", pam_client())
+                .args(["race", u, "--rhost", "192.0.2.16"])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

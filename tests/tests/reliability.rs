@@ -105,7 +105,6 @@ fn sandboxed_script(sb: &Sandbox, script: &str) -> (Vec<String>, PamRun) {
 /// One transaction with arbitrary bytes as the user, rhost, tty and answer, through
 /// pam_wrapper so that the module's log lines come back.
 fn hostile_auth(sb: &Sandbox, user: &[u8], rhost: &[u8], tty: &[u8], answer: &[u8]) -> PamRun {
-    let dir = sb.dir.join("pam").join("hostile");
     // Items too long for a command-line argument go through a file.
     let arg = |name: &str, bytes: &[u8]| {
         if bytes.len() < 4096 {
@@ -116,16 +115,10 @@ fn hostile_auth(sb: &Sandbox, user: &[u8], rhost: &[u8], tty: &[u8], answer: &[u
         format!("@{}", path.display())
     };
     let out = sb
-        .command("timeout")
-        .arg("20")
-        .arg(stress_bin())
+        .pam_command("hostile", stress_bin())
         .args(["auth", "hostile"])
         .args([arg("user", user), arg("rhost", rhost), arg("tty", tty)])
         .arg(hex(answer))
-        .env("LD_PRELOAD", "libpam_wrapper.so")
-        .env("PAM_WRAPPER", "1")
-        .env("PAM_WRAPPER_SERVICE_DIR", &dir)
-        .env("PAM_WRAPPER_DEBUGLEVEL", "2")
         .stdin(Stdio::null())
         .output()
         .unwrap();
