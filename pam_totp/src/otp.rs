@@ -4,7 +4,7 @@ use crate::secret::SecretKey;
 use hmac::{Hmac, Mac};
 use std::fmt;
 use std::str::FromStr;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The HMAC hash of a factor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -58,23 +58,8 @@ pub struct OtpParams {
 pub const MIN_DIGITS: u32 = 6;
 pub const MAX_DIGITS: u32 = 8;
 
-fn hmac_digest(algorithm: Algorithm, key: &[u8], msg: &[u8]) -> Zeroizing<Vec<u8>> {
-    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], msg: &[u8]) -> Zeroizing<Vec<u8>> {
-        let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key)
-            .expect("HMAC accepts keys of any length");
-        mac.update(msg);
-        Zeroizing::new(mac.finalize().into_bytes().to_vec())
-    }
-    match algorithm {
-        Algorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, msg),
-        Algorithm::Sha256 => run::<Hmac<sha2::Sha256>>(key, msg),
-        Algorithm::Sha512 => run::<Hmac<sha2::Sha512>>(key, msg),
-    }
-}
-
-/// The HOTP value (RFC 4226 section 5.3) for `counter`, reduced to `digits` digits.
-pub fn hotp(key: &SecretKey, algorithm: Algorithm, counter: u64, digits: u32) -> u32 {
-    let digest = hmac_digest(algorithm, key.as_bytes(), &counter.to_be_bytes());
+/// Dynamic truncation (RFC 4226 section 5.3) of an HMAC value to `digits` digits.
+fn truncate(digest: &[u8], digits: u32) -> u32 {
     let offset = (digest[digest.len() - 1] & 0x0f) as usize;
     let binary = u32::from_be_bytes([
         digest[offset] & 0x7f,
@@ -83,6 +68,49 @@ pub fn hotp(key: &SecretKey, algorithm: Algorithm, counter: u64, digits: u32) ->
         digest[offset + 3],
     ]);
     binary % 10u32.pow(digits)
+}
+
+/// The HOTP values for every counter in `counters`, keyed once: the key's inner and
+/// outer blocks are hashed one time and each counter costs two compressions.
+fn hotp_each(
+    key: &SecretKey,
+    algorithm: Algorithm,
+    digits: u32,
+    counters: impl Iterator<Item = u64>,
+    mut each: impl FnMut(u64, u32),
+) {
+    fn run<M: Mac + hmac::digest::KeyInit + Clone>(
+        key: &[u8],
+        digits: u32,
+        counters: impl Iterator<Item = u64>,
+        each: &mut impl FnMut(u64, u32),
+    ) {
+        let keyed = <M as hmac::digest::KeyInit>::new_from_slice(key)
+            .expect("HMAC accepts keys of any length");
+        for counter in counters {
+            let mut mac = keyed.clone();
+            mac.update(&counter.to_be_bytes());
+            let mut digest = mac.finalize().into_bytes();
+            let value = truncate(&digest, digits);
+            digest.as_mut_slice().zeroize();
+            each(counter, value);
+        }
+    }
+    let key = key.as_bytes();
+    match algorithm {
+        Algorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, digits, counters, &mut each),
+        Algorithm::Sha256 => run::<Hmac<sha2::Sha256>>(key, digits, counters, &mut each),
+        Algorithm::Sha512 => run::<Hmac<sha2::Sha512>>(key, digits, counters, &mut each),
+    }
+}
+
+/// The HOTP value (RFC 4226 section 5.3) for `counter`, reduced to `digits` digits.
+pub fn hotp(key: &SecretKey, algorithm: Algorithm, counter: u64, digits: u32) -> u32 {
+    let mut value = 0;
+    hotp_each(key, algorithm, digits, std::iter::once(counter), |_, v| {
+        value = v
+    });
+    value
 }
 
 /// The time step that `unix_time` falls in.
@@ -125,11 +153,18 @@ pub fn verify_code(
 ) -> Option<u64> {
     let now = step_at(unix_time, params.period);
     let mut matched = None;
-    for step in now.saturating_sub(window)..=now.saturating_add(window) {
-        if hotp(key, params.algorithm, step, params.digits) == code {
-            matched = Some(step);
-        }
-    }
+    let steps = now.saturating_sub(window)..=now.saturating_add(window);
+    hotp_each(
+        key,
+        params.algorithm,
+        params.digits,
+        steps,
+        |step, value| {
+            if value == code {
+                matched = Some(step);
+            }
+        },
+    );
     matched
 }
 
