@@ -3,6 +3,7 @@
 //! logins through the built module afterwards; and the refusals a setuid tool owes.
 
 use pam_totp_tests::admin_support::{marker_library, strip_ansi, AdminWorld};
+use pam_totp_tests::sshd_support::Namespace;
 use pam_totp_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
@@ -174,6 +175,47 @@ fn a_wrong_password_enrolls_nothing() {
     let run = w.as_user("alice", &["enroll", "--qr", "none"], "not the password\n");
     run.assert_refused("password not accepted");
     assert!(!run.stdout.contains("Key: "), "{run:?}");
+    let status = w.as_user("alice", &["status", "--json"], "");
+    assert!(status.json_has("enrolled", "false"), "{status:?}");
+}
+
+/// Ctrl-C at the hidden password prompt: the tool ends and the terminal echoes again.
+const INTERRUPT_SCRIPT: &str = r#"
+set timeout 30
+spawn sh -c "trap true INT; setpriv --reuid=$env(TA_USER) --regid=$env(TA_USER) --init-groups -- $env(TA_BIN) enroll; echo STATUS=\$?; stty -a"
+expect {
+    "Password: " { send "\003" }
+    timeout { exit 10 }
+    eof { exit 11 }
+}
+expect {
+    -re {STATUS=([0-9]+)} { set status $expect_out(1,string) }
+    timeout { exit 12 }
+    eof { exit 13 }
+}
+expect {
+    -re {\s(-?echo)\s} { set echo $expect_out(1,string) }
+    timeout { exit 14 }
+    eof { exit 15 }
+}
+puts "\nEXPECT-RESULT: $status $echo"
+expect eof
+"#;
+
+#[test]
+fn ctrl_c_at_a_hidden_prompt_gives_the_terminal_back() {
+    let w = world("admin-interrupt", "");
+    let run = w.expect(
+        INTERRUPT_SCRIPT,
+        &[("TA_USER", "alice"), ("TA_BIN", w.bin.to_str().unwrap())],
+    );
+    assert_eq!(run.code, 0, "expect failed: {}{}", run.stdout, run.stderr);
+    let result = strip_ansi(&run.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("EXPECT-RESULT: ").map(str::to_string))
+        .expect("result line");
+    // 130: ended by SIGINT; "echo", not "-echo": the terminal echoes again.
+    assert_eq!(result, "130 echo", "{}", run.stdout);
     let status = w.as_user("alice", &["status", "--json"], "");
     assert!(status.json_has("enrolled", "false"), "{status:?}");
 }
@@ -689,4 +731,77 @@ fn the_caller_cannot_stop_the_running_tool() {
     drop(tool.stdin.take());
     let out = tool.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+/// Every change and every refusal reaches syslog (authpriv; notice when done, warning
+/// when refused) with who did it to whom; never a key, a recovery code or a password.
+#[test]
+fn changes_and_refusals_are_audited_without_secrets() {
+    let w = world("admin-audit", "");
+    // The namespace's /dev/log is a socket this test reads.
+    let ns = Namespace::new(&w.sb);
+    let bin = w.bin.to_str().unwrap();
+    let config = w.sb.config_path();
+    let enroll = feed(
+        ns.command(bin).arg("--config").arg(&config).args([
+            "--json",
+            "enroll",
+            "--user",
+            "alice",
+            "--secret-stdin",
+        ]),
+        &format!("{SECRET}\n"),
+    );
+    assert!(enroll.status.success(), "{enroll:?}");
+    let unlock = feed(
+        ns.command(bin)
+            .arg("--config")
+            .arg(&config)
+            .args(["unlock", "--user", "alice"]),
+        "",
+    );
+    assert!(unlock.status.success(), "{unlock:?}");
+    let refused = feed(
+        ns.command("setpriv")
+            .args(["--reuid=bob", "--regid=bob", "--init-groups", "--", bin])
+            .args(["enroll", "--qr", "none"]),
+        "not the password\n",
+    );
+    assert!(!refused.status.success(), "{refused:?}");
+    let log = ns.syslog();
+
+    let find = |needles: &[&str]| {
+        log.iter()
+            .find(|l| l.contains("totp-admin[") && needles.iter().all(|n| l.contains(n)))
+            .unwrap_or_else(|| panic!("no line with {needles:?} in {log:#?}"))
+    };
+    // authpriv (10) * 8 + notice (5) = 85; + warning (4) = 84.
+    let line = find(&[
+        "action=enroll user=\"alice\" by=\"root\" uid=0",
+        "result=done detail=\"key from standard input\"",
+    ]);
+    assert!(line.starts_with("<85>"), "{line}");
+    let line = find(&["action=unlock user=\"alice\" by=\"root\"", "result=done"]);
+    assert!(line.starts_with("<85>"), "{line}");
+    let line = find(&[
+        "action=enroll user=\"bob\" by=\"bob\"",
+        "result=refused detail=\"password not accepted\"",
+    ]);
+    assert!(line.starts_with("<84>"), "{line}");
+
+    let stdout = String::from_utf8_lossy(&enroll.stdout);
+    let codes: Vec<String> = stdout
+        .split('"')
+        .filter(|t| t.len() >= 8 && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|t| t.contains('-'))
+        .map(str::to_string)
+        .collect();
+    assert!(!codes.is_empty(), "no recovery codes in {stdout}");
+    for l in &log {
+        assert!(!l.contains(SECRET), "key in the log: {l}");
+        assert!(!l.contains("not the password"), "password in the log: {l}");
+        for c in &codes {
+            assert!(!l.contains(c.as_str()), "recovery code in the log: {l}");
+        }
+    }
 }

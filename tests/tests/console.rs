@@ -1,6 +1,6 @@
-//! Console logins through the real `login` and `su`, driven by `expect` inside the
-//! sandbox's namespace: the sandbox's copies of /etc/pam.d/login and /etc/pam.d/su get
-//! the lines of config/pam.d/login, as an admin would add them.
+//! Console logins through the real `login` and `su`, and `sudo`, driven by `expect`
+//! inside the sandbox's namespace: the sandbox's copies of /etc/pam.d/login, su and sudo
+//! get the lines of config/pam.d/login and config/pam.d/sudo, as an admin would add them.
 
 use pam_totp_tests::sshd_support::{dialog_in, Namespace, Session, WHOAMI};
 use pam_totp_tests::*;
@@ -28,10 +28,10 @@ fn host_state() -> Vec<(&'static str, Option<String>)> {
         .collect()
 }
 
-/// Adds the example's `auth` line after `@include common-auth` and its `account` line
-/// after `@include common-account` in the sandbox's copy of /etc/pam.d/SERVICE.
-fn add_module(sb: &Sandbox, service: &str) {
-    let example = std::fs::read_to_string(workspace().join("config/pam.d/login")).unwrap();
+/// Adds the `auth` line of config/pam.d/EXAMPLE after `@include common-auth` and its
+/// `account` line after `@include common-account` in the sandbox's /etc/pam.d/SERVICE.
+fn add_module(sb: &Sandbox, service: &str, example: &str) {
+    let example = std::fs::read_to_string(workspace().join("config/pam.d").join(example)).unwrap();
     let line_for = |kind: &str| {
         example
             .lines()
@@ -68,8 +68,8 @@ fn world(name: &str) -> (Sandbox, Namespace) {
     sb.add_user("alice", PASSWORD, None, &[]);
     sb.write_config("");
     sb.enroll("alice", SECRET);
-    add_module(&sb, "login");
-    add_module(&sb, "su");
+    add_module(&sb, "login", "login");
+    add_module(&sb, "su", "login");
     let ns = Namespace::new(&sb);
     (sb, ns)
 }
@@ -235,4 +235,60 @@ fn console_way_back_in_skips_the_code() {
         ],
     );
     assert!(bob.logged_in_as("bob"), "{}", bob.text);
+}
+
+/// `sudo` as alice (in sudoers): the password, then the code; a wrong code is "Sorry,
+/// try again". `-k`: no cached credentials, none recorded (the timestamps would go to
+/// the namespace's private /run anyway).
+#[test]
+fn sudo_password_then_code() {
+    let before = host_state();
+    let (sb, ns) = world("console-sudo");
+    add_module(&sb, "sudo", "sudo");
+    write_file(
+        &sb.dir.join("etc/sudoers.d/pam_totp-test"),
+        "Defaults lecture=never\nalice ALL=(ALL:ALL) ALL\n",
+        0o440,
+    );
+    let sudo = |code: &str, last: (&'static str, &'static str)| {
+        let argv = [
+            "setpriv",
+            "--reuid=alice",
+            "--regid=alice",
+            "--init-groups",
+            "sudo",
+            "-k",
+            "sh",
+            "-c",
+            WHOAMI,
+        ];
+        let dialog = [
+            ("password for alice: ", PASSWORD),
+            ("Verification code: ", code),
+            last,
+        ];
+        dialog_in(&ns, &sb.dir, &argv, &dialog)
+    };
+    wait_for_fresh_step(30, 10);
+    let ok = sudo(&code(SECRET, 0), ("logged-in-as-root", "@end"));
+    assert!(ok.logged_in_as("root"), "{}", ok.text);
+    let log = ns.syslog();
+    assert!(
+        log.iter().any(|l| l.contains("pam_totp(sudo:auth)")
+            && l.contains("user=\"alice\" service=\"sudo\"")
+            && l.contains("result=success reason=\"code accepted\"")),
+        "{log:?}"
+    );
+
+    let bad = sudo(wrong(&code(SECRET, 0)), ("Sorry, try again.", "@end"));
+    assert!(!bad.logged_in_as("root"), "{}", bad.text);
+    let log = ns.syslog();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("pam_totp(sudo:auth)") && l.contains("reason=\"wrong code\"")),
+        "{log:?}"
+    );
+    drop(ns);
+    drop(sb);
+    assert_eq!(host_state(), before, "host files changed");
 }

@@ -8,6 +8,7 @@ use crate::output::emit;
 use pam_totp::secret::Answer;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use zeroize::Zeroizing;
 
 static TO_STDERR: AtomicBool = AtomicBool::new(false);
@@ -75,9 +76,36 @@ fn read_line() -> Result<Option<Answer>> {
     Ok(Some(Answer::new(std::mem::take(&mut *line))))
 }
 
-/// Turns terminal echo off until dropped.
+/// The terminal settings to put back if a signal ends the program while echo is off.
+static SAVED: OnceLock<libc::termios> = OnceLock::new();
+/// Echo is off right now: the signal handler must put [`SAVED`] back.
+static ECHO_IS_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Signals from the keyboard or elsewhere that end the program at a hidden prompt.
+const FATAL: [libc::c_int; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP];
+
+/// Puts the terminal back, then lets the signal end the program as it would have.
+extern "C" fn restore_and_die(sig: libc::c_int) {
+    if ECHO_IS_OFF.load(Ordering::Acquire) {
+        if let Some(saved) = SAVED.get() {
+            // SAFETY: tcsetattr and write are async-signal-safe; saved is a valid
+            // termios that was stored before ECHO_IS_OFF was set.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, saved);
+                libc::write(2, b"\n".as_ptr().cast(), 1);
+            }
+        }
+    }
+    // SAFETY: SA_RESETHAND put the default action back on entry; the signal is
+    // delivered with it once this handler returns.
+    unsafe { libc::raise(sig) };
+}
+
+/// Turns terminal echo off until dropped. Ctrl-C and other fatal signals put the
+/// terminal back before the program ends; Ctrl-Z is ignored while echo is off.
 struct EchoOff {
     saved: libc::termios,
+    handlers: Vec<(libc::c_int, libc::sigaction)>,
 }
 
 impl EchoOff {
@@ -88,13 +116,43 @@ impl EchoOff {
         if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
             return None; // not a terminal: nothing to hide
         }
+        // The first settings seen are the ones to put back: later prompts find the same.
+        SAVED.get_or_init(|| saved);
+        let mut guard = EchoOff {
+            saved,
+            handlers: Vec::new(),
+        };
+        ECHO_IS_OFF.store(true, Ordering::Release);
+        for sig in FATAL {
+            guard.handle(
+                sig,
+                restore_and_die as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+        guard.handle(libc::SIGTSTP, libc::SIG_IGN);
         let mut quiet = saved;
         quiet.c_lflag &= !(libc::ECHO | libc::ECHOE | libc::ECHOK);
         // SAFETY: quiet is a valid termios derived from the current settings.
         if unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) } != 0 {
             return None;
         }
-        Some(EchoOff { saved })
+        Some(guard)
+    }
+
+    /// Installs `action` for `sig`, remembering the previous one for drop.
+    fn handle(&mut self, sig: libc::c_int, action: libc::sighandler_t) {
+        // SAFETY: all-zero sigaction values are valid to fill in; sigaction gets
+        // valid pointers and a handler that only calls async-signal-safe functions.
+        unsafe {
+            let mut new: libc::sigaction = std::mem::zeroed();
+            new.sa_sigaction = action;
+            new.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut new.sa_mask);
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, &new, &mut old) == 0 {
+                self.handlers.push((sig, old));
+            }
+        }
     }
 }
 
@@ -102,6 +160,11 @@ impl Drop for EchoOff {
     fn drop(&mut self) {
         // SAFETY: restores the settings read in new().
         unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.saved) };
+        ECHO_IS_OFF.store(false, Ordering::Release);
+        for (sig, old) in self.handlers.drain(..) {
+            // SAFETY: puts back the action sigaction returned for this signal.
+            unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
+        }
     }
 }
 
