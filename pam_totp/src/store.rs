@@ -1,34 +1,41 @@
 //! The store: factors, recovery codes, replay and throttle state.
 //!
 //! The decision logic sees only the [`Store`] trait, so that a shared backend for fleets
-//! can stand beside the embedded SQLite store without touching it. Every check-and-update
-//! that two logins could race on is one conditional statement inside one
-//! `BEGIN IMMEDIATE` transaction.
+//! can stand beside the embedded SQLite store without touching it. The SQLite store keeps
+//! one row per user; every check-and-update that two logins could race on writes that
+//! row with one conditional statement (only if it is still the row that was read), so
+//! exactly one of them wins.
 
 use crate::config::check_owner_and_mode;
 use crate::config::ThrottleConfig;
 use crate::otp::{Algorithm, OtpParams};
-use crate::recovery::{self, HashedCode, SALT_LEN};
+use crate::recovery::{self, HashedCode};
 use crate::secret::SecretKey;
 use crate::throttle::{self, PairFailures, UserFailures};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::cell::RefCell;
 use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 mod open;
+mod record;
 mod transfer;
+mod v1;
 mod wipe;
 pub use open::{
     init_postgresql, open_for_admin, open_for_login, postgresql_schema_version, PG_SCHEMA_VERSION,
 };
+pub use record::{Record, StoredFactor};
 pub use transfer::{hashed_code, EnrolledUser};
 
 /// How long a writer waits for another's transaction before giving up.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The schema this build reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema this build reads and writes (`PRAGMA user_version`); also the first byte
+/// of every stored record. Version 1 had a table per kind of row (see `v1.rs`).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// One user's enrolled factor.
 #[derive(Debug, Clone)]
@@ -188,41 +195,22 @@ pub trait Store {
 /// The embedded SQLite store.
 pub struct SqliteStore {
     conn: Connection,
+    /// The row last read or written, as stored, and whose it is: the next change to
+    /// that user compares against it instead of reading the row again.
+    seen: RefCell<Option<(String, Option<Row>)>>,
 }
 
-/// One row per user who is enrolled or has state (grace, failures); one per
-/// (user, source) with failures; one per recovery code. Few, small tables: SQLite parses
-/// the whole schema on every connection, and a login opens one.
-const SCHEMA: &str = "
-CREATE TABLE users (
-    user TEXT PRIMARY KEY NOT NULL,
-    secret BLOB,
-    algorithm TEXT,
-    digits INTEGER,
-    period INTEGER,
-    created_at INTEGER,
-    confirmed_at INTEGER,
-    last_used_at INTEGER,
-    last_step INTEGER,
-    mandatory_since INTEGER,
-    window_start INTEGER NOT NULL DEFAULT 0,
-    window_failures INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE throttle (
-    user TEXT NOT NULL,
-    source TEXT NOT NULL,
-    failures INTEGER NOT NULL,
-    locked_until INTEGER NOT NULL,
-    PRIMARY KEY (user, source)
-) WITHOUT ROWID;
-CREATE TABLE recovery_codes (
-    user TEXT NOT NULL,
-    salt BLOB NOT NULL,
-    hash BLOB NOT NULL,
-    used_at INTEGER,
-    PRIMARY KEY (user, salt)
-) WITHOUT ROWID;
-";
+/// A user's record as stored (it holds the key: wiped when dropped).
+type Row = Zeroizing<Vec<u8>>;
+
+/// One row per user who is enrolled or has state (grace, failures), everything about
+/// them in one value ([`Record`]). One small table: SQLite parses the whole schema on
+/// every new connection, and every login opens one.
+const SCHEMA: &str = "CREATE TABLE users(user TEXT PRIMARY KEY,record BLOB NOT NULL)WITHOUT ROWID";
+
+/// Writers that lose a race re-read the row and try again; each lost race means that
+/// another writer's change went in, so a handful of tries is plenty.
+const MAX_TRIES: usize = 64;
 
 /// Checks that the store and its directory are root's alone. A missing file is reported
 /// as such, so the caller can tell "nobody enrolled yet" from "tampered with".
@@ -295,12 +283,16 @@ impl SqliteStore {
         // synchronous=NORMAL is the compiled-in default for WAL (.cargo/config.toml):
         // a commit is not fsynced, a checkpoint is.
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let store = SqliteStore { conn };
-        let version = store.schema_version()?;
-        if version != SCHEMA_VERSION {
-            return Err(StoreError::Schema { found: version });
+        // The schema version is checked when the first statement finds the table
+        // different (see `read`): a login spends no statement on it.
+        Ok(SqliteStore::new(conn))
+    }
+
+    fn new(conn: Connection) -> SqliteStore {
+        SqliteStore {
+            conn,
+            seen: RefCell::new(None),
         }
-        Ok(store)
     }
 
     /// Opens the store for `totp-admin`, creating the directory (0700), the file (0600)
@@ -339,7 +331,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let store = SqliteStore { conn };
+        let store = SqliteStore::new(conn);
         store.migrate()?;
         // The WAL and shared-memory files inherit nothing: keep them root's alone.
         for suffix in ["-wal", "-shm"] {
@@ -357,9 +349,7 @@ impl SqliteStore {
     /// A private store in memory, for tests and benchmarks.
     pub fn in_memory() -> Result<SqliteStore> {
         wipe::wipe_freed_memory();
-        let store = SqliteStore {
-            conn: Connection::open_in_memory()?,
-        };
+        let store = SqliteStore::new(Connection::open_in_memory()?);
         store.migrate()?;
         Ok(store)
     }
@@ -377,8 +367,10 @@ impl SqliteStore {
             if version > SCHEMA_VERSION {
                 return Err(StoreError::Schema { found: version });
             }
-            if version < 1 {
-                c.execute_batch(SCHEMA)?;
+            match version {
+                SCHEMA_VERSION => {}
+                1 => v1::migrate(c, SCHEMA)?,
+                _ => c.execute_batch(SCHEMA)?,
             }
             c.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             Ok(())
@@ -425,167 +417,163 @@ impl SqliteStore {
     }
 }
 
-/// The columns of a factor, in the order [`factor_from_row`] reads them from `first`.
-const FACTOR_COLUMNS: &str =
-    "secret, algorithm, digits, period, created_at, confirmed_at, last_used_at, last_step";
-
-fn factor_from_row(
-    user: &str,
-    r: &rusqlite::Row<'_>,
-    first: usize,
-) -> rusqlite::Result<Option<Factor>> {
-    let Some(secret) = r.get::<_, Option<Vec<u8>>>(first)? else {
-        return Ok(None);
-    };
-    let secret = SecretKey::from_bytes(secret);
-    let bad = |why: String| {
-        rusqlite::Error::FromSqlConversionFailure(
-            first,
-            rusqlite::types::Type::Text,
-            Box::new(StoreError::Corrupt(why)),
-        )
-    };
-    let algorithm: Algorithm = r
-        .get::<_, Option<String>>(first + 1)?
-        .unwrap_or_default()
-        .parse()
-        .map_err(bad)?;
-    let digits: i64 = r.get::<_, Option<i64>>(first + 2)?.unwrap_or(0);
-    let period: i64 = r.get::<_, Option<i64>>(first + 3)?.unwrap_or(0);
-    if !(6..=8).contains(&digits) || !(1..=3600).contains(&period) || secret.as_bytes().len() < 10 {
-        return Err(bad(format!("factor of {user:?} has bad parameters")));
-    }
-    Ok(Some(Factor {
-        secret,
-        params: OtpParams {
-            algorithm,
-            digits: digits as u32,
-            period: period as u64,
-        },
-        created_at: r.get::<_, Option<i64>>(first + 4)?.unwrap_or(0),
-        confirmed_at: r.get(first + 5)?,
-        last_used_at: r.get(first + 6)?,
-        last_step: r.get(first + 7)?,
-    }))
-}
-
-fn store_error(e: rusqlite::Error) -> StoreError {
-    match e {
-        rusqlite::Error::FromSqlConversionFailure(_, _, inner) => {
-            match inner.downcast::<StoreError>() {
-                Ok(store) => *store,
-                Err(other) => StoreError::Sqlite(other.to_string()),
-            }
+impl SqliteStore {
+    /// The stored row of `user`, if there is one. A statement that finds the table
+    /// different is told apart: an older or newer schema, or no tables at all.
+    fn read(&self, user: &str) -> Result<Option<Row>> {
+        let row = self
+            .conn
+            .query_row("SELECT record FROM users WHERE user = ?1", [user], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional();
+        match row {
+            Ok(row) => Ok(row.map(Zeroizing::new)),
+            Err(e) => match self.schema_version() {
+                Ok(found) if found != SCHEMA_VERSION => Err(StoreError::Schema { found }),
+                _ => Err(e.into()),
+            },
         }
-        other => other.into(),
+    }
+
+    /// The row of `user`: the one remembered from the last read or write when there is
+    /// one (a write compares against it, so a stale copy costs one more try), else a
+    /// fresh read.
+    fn current(&self, user: &str) -> Result<Option<Row>> {
+        match self.seen.borrow_mut().take() {
+            Some((who, row)) if who == user => Ok(row),
+            _ => self.read(user),
+        }
+    }
+
+    fn remember(&self, user: &str, row: Option<Row>) {
+        *self.seen.borrow_mut() = Some((user.to_string(), row));
+    }
+
+    /// The user's record as stored now (empty when there is no row).
+    fn record(&self, user: &str) -> Result<Record> {
+        let row = self.read(user)?;
+        let record = decode(user, row.as_ref())?;
+        self.remember(user, row);
+        Ok(record)
+    }
+
+    /// Reads the user's record, lets `change` edit it, and writes it back with one
+    /// statement that succeeds only if the row is still the one read (compare and set);
+    /// when another writer got there first, reads it again and retries. `change`
+    /// returns its result and whether there is anything to write; it runs again on
+    /// every try, so it must depend on the record alone. Exactly one of several racing
+    /// callers wins any given change.
+    fn modify<T>(
+        &self,
+        user: &str,
+        mut change: impl FnMut(&mut Record) -> Result<(T, bool)>,
+    ) -> Result<T> {
+        let mut before = self.current(user)?;
+        for _ in 0..MAX_TRIES {
+            let mut record = decode(user, before.as_ref())?;
+            let (value, write) = change(&mut record)?;
+            if !write {
+                self.remember(user, before);
+                return Ok(value);
+            }
+            let after = record.encode();
+            let written = match &before {
+                Some(old) => self.conn.execute(
+                    "UPDATE users SET record = ?3 WHERE user = ?1 AND record = ?2",
+                    params![user, &old[..], &after[..]],
+                )?,
+                None => self.conn.execute(
+                    "INSERT INTO users (user, record) VALUES (?1, ?2) ON CONFLICT (user) DO NOTHING",
+                    params![user, &after[..]],
+                )?,
+            };
+            if written == 1 {
+                self.remember(user, Some(after));
+                return Ok(value);
+            }
+            before = self.read(user)?;
+        }
+        Err(StoreError::Sqlite(format!(
+            "the row of {user:?} kept changing under other writers; try again"
+        )))
+    }
+
+    /// Every row, sorted by user.
+    fn all(&self) -> Result<Vec<(String, Record)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT user, record FROM users ORDER BY user")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Zeroizing::new(r.get::<_, Vec<u8>>(1)?),
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (user, bytes) = row?;
+            let record = Record::decode(&user, &bytes)?;
+            out.push((user, record));
+        }
+        Ok(out)
     }
 }
 
-fn u32_from(v: i64) -> u32 {
-    v.clamp(0, i64::from(u32::MAX)) as u32
-}
-
-fn read_pair(c: &Connection, user: &str, source: &str) -> Result<PairFailures> {
-    Ok(c.query_row(
-        "SELECT failures, locked_until FROM throttle WHERE user = ?1 AND source = ?2",
-        params![user, source],
-        |r| {
-            Ok(PairFailures {
-                failures: u32_from(r.get(0)?),
-                locked_until: r.get(1)?,
-            })
-        },
-    )
-    .optional()?
-    .unwrap_or_default())
-}
-
-fn read_window(c: &Connection, user: &str) -> Result<UserFailures> {
-    Ok(c.query_row(
-        "SELECT window_start, window_failures FROM users WHERE user = ?1",
-        params![user],
-        |r| {
-            Ok(UserFailures {
-                window_start: r.get(0)?,
-                failures: u32_from(r.get(1)?),
-            })
-        },
-    )
-    .optional()?
-    .unwrap_or_default())
+fn decode(user: &str, row: Option<&Row>) -> Result<Record> {
+    row.map_or_else(|| Ok(Record::default()), |b| Record::decode(user, b))
 }
 
 impl Store for SqliteStore {
-    /// One statement: the user's row joined with the (user, source) throttle row.
+    /// One statement: the user's row.
     fn login_state(&self, user: &str, source: &str) -> Result<LoginState> {
-        let sql = format!(
-            "SELECT {FACTOR_COLUMNS}, u.window_start, u.window_failures, t.failures, t.locked_until
-             FROM users u LEFT JOIN throttle t ON t.user = u.user AND t.source = ?2
-             WHERE u.user = ?1"
-        );
-        let state = self
-            .conn
-            .query_row(&sql, params![user, source], |r| {
-                Ok(LoginState {
-                    factor: factor_from_row(user, r, 0)?,
-                    user: UserFailures {
-                        window_start: r.get(8)?,
-                        failures: u32_from(r.get(9)?),
-                    },
-                    pair: PairFailures {
-                        failures: u32_from(r.get::<_, Option<i64>>(10)?.unwrap_or(0)),
-                        locked_until: r.get::<_, Option<i64>>(11)?.unwrap_or(0),
-                    },
-                })
-            })
-            .optional()
-            .map_err(store_error)?;
-        Ok(state.unwrap_or_default())
+        let record = self.record(user)?;
+        Ok(LoginState {
+            factor: record.factor(),
+            pair: record.pair(source),
+            user: record.window,
+        })
     }
 
     fn accept_step(&self, user: &str, step: i64, now: i64) -> Result<bool> {
-        let changed = self.conn.execute(
-            "UPDATE users SET last_step = ?2, last_used_at = ?3
-             WHERE user = ?1 AND secret IS NOT NULL AND (last_step IS NULL OR last_step < ?2)",
-            params![user, step, now],
-        )?;
-        Ok(changed == 1)
+        self.modify(user, |r| {
+            if r.factor.is_none() || r.last_step.is_some_and(|last| last >= step) {
+                return Ok((false, false));
+            }
+            r.last_step = Some(step);
+            r.last_used_at = Some(now);
+            Ok((true, true))
+        })
     }
 
     fn use_recovery_code(&self, user: &str, normalized: &[u8], now: i64) -> Result<bool> {
         // A used recovery code must stay used across a power loss.
         self.durable()?;
-        self.immediate(|c| {
-            let mut stmt = c.prepare("SELECT salt, hash FROM recovery_codes WHERE user = ?1 AND used_at IS NULL")?;
-            let rows = stmt.query_map(params![user], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        self.modify(user, |r| {
+            if r.factor.is_none() {
+                return Ok((false, false));
+            }
             let mut found = None;
-            for row in rows {
-                let (salt, hash) = row?;
-                let (Ok(salt), Ok(hash)) = (<[u8; SALT_LEN]>::try_from(salt), <[u8; 32]>::try_from(hash)) else {
-                    continue;
-                };
-                if recovery::matches(&HashedCode { salt, hash }, normalized) {
-                    found = Some(salt);
+            for (i, (code, used_at)) in r.recovery_codes.iter().enumerate() {
+                if used_at.is_none() && recovery::matches(code, normalized) {
+                    found = Some(i);
                 }
             }
-            let Some(salt) = found else { return Ok(false) };
-            let changed = c.execute(
-                "UPDATE recovery_codes SET used_at = ?3 WHERE user = ?1 AND salt = ?2 AND used_at IS NULL",
-                params![user, &salt[..], now],
-            )?;
-            if changed == 1 {
-                c.execute("UPDATE users SET last_used_at = ?2 WHERE user = ?1", params![user, now])?;
-            }
-            Ok(changed == 1)
+            let Some(i) = found else {
+                return Ok((false, false));
+            };
+            r.recovery_codes[i].1 = Some(now);
+            r.last_used_at = Some(now);
+            Ok((true, true))
         })
     }
 
     fn clear_failures(&self, user: &str, source: &str) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM throttle WHERE user = ?1 AND source = ?2",
-            params![user, source],
-        )?;
-        Ok(())
+        self.modify(user, |r| {
+            let had = r.pair(source) != PairFailures::default();
+            r.clear_pair(source);
+            Ok(((), had))
+        })
     }
 
     fn record_failure(
@@ -595,162 +583,131 @@ impl Store for SqliteStore {
         now: i64,
         config: &ThrottleConfig,
     ) -> Result<(PairFailures, UserFailures)> {
-        self.immediate(|c| {
-            let pair = throttle::pair_after_failure(read_pair(c, user, source)?, now, config);
-            let window = throttle::user_after_failure(read_window(c, user)?, now);
-            c.execute(
-                "INSERT INTO throttle (user, source, failures, locked_until) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (user, source) DO UPDATE SET failures = ?3, locked_until = ?4",
-                params![user, source, pair.failures, pair.locked_until],
-            )?;
-            c.execute(
-                "INSERT INTO users (user, window_start, window_failures) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (user) DO UPDATE SET window_start = ?2, window_failures = ?3",
-                params![user, window.window_start, window.failures],
-            )?;
-            Ok((pair, window))
+        self.modify(user, |r| {
+            let pair = throttle::pair_after_failure(r.pair(source), now, config);
+            let window = throttle::user_after_failure(r.window, now);
+            r.set_pair(source, pair, now);
+            r.window = window;
+            Ok(((pair, window), true))
         })
     }
 
     fn first_mandatory_sighting(&self, user: &str, now: i64) -> Result<i64> {
-        Ok(self.conn.query_row(
-            "INSERT INTO users (user, mandatory_since) VALUES (?1, ?2)
-             ON CONFLICT (user) DO UPDATE SET mandatory_since = coalesce(mandatory_since, ?2)
-             RETURNING mandatory_since",
-            params![user, now],
-            |r| r.get(0),
-        )?)
+        self.modify(user, |r| match r.mandatory_since {
+            Some(since) => Ok((since, false)),
+            None => {
+                r.mandatory_since = Some(now);
+                Ok((now, true))
+            }
+        })
     }
 
     fn enroll(&self, user: &str, e: &Enrollment<'_>, now: i64) -> Result<()> {
         // An enrollment (also one made at login) must survive a power loss.
         self.durable()?;
-        self.immediate(|c| {
-            // The last accepted step is kept: re-importing the same key must not reopen
-            // codes that were already used.
-            c.execute(
-                "INSERT INTO users (user, secret, algorithm, digits, period, created_at, confirmed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-                 ON CONFLICT (user) DO UPDATE SET secret = ?2, algorithm = ?3, digits = ?4, period = ?5,
-                     created_at = ?6, confirmed_at = ?6, last_used_at = NULL",
-                params![
-                    user,
-                    e.secret.as_bytes(),
-                    e.params.algorithm.as_str(),
-                    e.params.digits,
-                    e.params.period as i64,
-                    now
-                ],
-            )?;
-            write_recovery_codes(c, user, e.recovery_codes)
+        self.modify(user, |r| {
+            // The last accepted step is kept: enrolling the same key again must not
+            // reopen codes that were already used.
+            r.factor = Some(StoredFactor {
+                secret: e.secret.clone(),
+                params: e.params,
+                created_at: now,
+                confirmed_at: Some(now),
+            });
+            r.last_used_at = None;
+            r.recovery_codes = e.recovery_codes.iter().map(|c| (c.clone(), None)).collect();
+            Ok(((), true))
         })
     }
 
     fn remove_user(&self, user: &str) -> Result<bool> {
-        self.immediate(|c| {
-            // The grace-period sighting stays: a reset does not grant a new grace period.
-            let removed = c.execute(
-                "UPDATE users SET secret = NULL, algorithm = NULL, digits = NULL, period = NULL,
-                     created_at = NULL, confirmed_at = NULL, last_used_at = NULL,
-                     window_start = 0, window_failures = 0
-                 WHERE user = ?1 AND secret IS NOT NULL",
-                params![user],
-            )?;
-            c.execute("DELETE FROM recovery_codes WHERE user = ?1", params![user])?;
-            c.execute("DELETE FROM throttle WHERE user = ?1", params![user])?;
-            Ok(removed == 1)
+        self.modify(user, |r| {
+            // The grace-period sighting and the last step stay: a reset grants no new
+            // grace period and reopens no used code.
+            let had = r.factor.is_some();
+            let kept = Record {
+                last_step: r.last_step,
+                mandatory_since: r.mandatory_since,
+                ..Record::default()
+            };
+            let changed = r.encode() != kept.encode();
+            *r = kept;
+            Ok((had, changed))
         })
     }
 
     fn unlock(&self, user: &str) -> Result<()> {
-        self.immediate(|c| {
-            c.execute("DELETE FROM throttle WHERE user = ?1", params![user])?;
-            c.execute(
-                "UPDATE users SET window_start = 0, window_failures = 0 WHERE user = ?1",
-                params![user],
-            )?;
-            Ok(())
+        self.modify(user, |r| {
+            let changed = !r.sources.is_empty() || r.window != UserFailures::default();
+            r.sources.clear();
+            r.window = UserFailures::default();
+            Ok(((), changed))
         })
     }
 
     fn replace_recovery_codes(&self, user: &str, codes: &[HashedCode]) -> Result<()> {
-        self.immediate(|c| write_recovery_codes(c, user, codes))
+        self.modify(user, |r| {
+            r.recovery_codes = codes.iter().map(|c| (c.clone(), None)).collect();
+            Ok(((), true))
+        })
     }
 
     fn recovery_codes_left(&self, user: &str) -> Result<u32> {
-        let n: i64 = self.conn.query_row(
-            "SELECT count(*) FROM recovery_codes WHERE user = ?1 AND used_at IS NULL",
-            params![user],
-            |r| r.get(0),
-        )?;
-        Ok(u32_from(n))
+        Ok(self.record(user)?.recovery_codes_left())
     }
 
     fn list(&self) -> Result<Vec<UserSummary>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT u.user, u.algorithm, u.digits, u.period, u.created_at, u.last_used_at,
-                    (SELECT count(*) FROM recovery_codes r WHERE r.user = u.user AND r.used_at IS NULL)
-             FROM users u WHERE u.secret IS NOT NULL ORDER BY u.user",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                r.get::<_, Option<i64>>(2)?.unwrap_or(0),
-                r.get::<_, Option<i64>>(3)?.unwrap_or(0),
-                r.get::<_, Option<i64>>(4)?.unwrap_or(0),
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, i64>(6)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (user, algorithm, digits, period, created_at, last_used_at, left) = row?;
-            out.push(UserSummary {
-                user,
-                algorithm: algorithm.parse().map_err(StoreError::Corrupt)?,
-                digits: u32_from(digits),
-                period: period.max(0) as u64,
-                created_at,
-                last_used_at,
-                recovery_codes_left: u32_from(left),
-            });
-        }
-        Ok(out)
+        Ok(self
+            .all()?
+            .into_iter()
+            .filter_map(|(user, r)| {
+                let left = r.recovery_codes_left();
+                r.factor.map(|f| UserSummary {
+                    user,
+                    algorithm: f.params.algorithm,
+                    digits: f.params.digits,
+                    period: f.params.period,
+                    created_at: f.created_at,
+                    last_used_at: r.last_used_at,
+                    recovery_codes_left: left,
+                })
+            })
+            .collect())
     }
 
     fn throttle_state(&self, user: &str) -> Result<(Vec<(String, PairFailures)>, UserFailures)> {
-        let mut stmt = self.conn.prepare(
-            "SELECT source, failures, locked_until FROM throttle WHERE user = ?1 ORDER BY source",
-        )?;
-        let rows = stmt.query_map(params![user], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                PairFailures {
-                    failures: u32_from(r.get(1)?),
-                    locked_until: r.get(2)?,
-                },
-            ))
-        })?;
-        let pairs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((pairs, read_window(&self.conn, user)?))
+        let record = self.record(user)?;
+        Ok((record.sources, record.window))
     }
 
     fn export(&self) -> Result<Vec<EnrolledUser>> {
-        transfer::export(&self.conn)
+        Ok(self
+            .all()?
+            .into_iter()
+            .filter_map(|(user, r)| {
+                r.factor().map(|factor| EnrolledUser {
+                    user,
+                    factor,
+                    recovery_codes: r.recovery_codes,
+                })
+            })
+            .collect())
     }
 
-    fn import(&self, user: &EnrolledUser) -> Result<()> {
-        self.immediate(|c| transfer::import(c, user))
+    /// A later last step already recorded here is kept: a copy never reopens used codes.
+    fn import(&self, u: &EnrolledUser) -> Result<()> {
+        let f = &u.factor;
+        self.modify(&u.user, |r| {
+            r.factor = Some(StoredFactor {
+                secret: f.secret.clone(),
+                params: f.params,
+                created_at: f.created_at,
+                confirmed_at: f.confirmed_at,
+            });
+            r.last_used_at = f.last_used_at;
+            r.last_step = r.last_step.max(f.last_step);
+            r.recovery_codes = u.recovery_codes.clone();
+            Ok(((), true))
+        })
     }
-}
-
-fn write_recovery_codes(c: &Connection, user: &str, codes: &[HashedCode]) -> Result<()> {
-    c.execute("DELETE FROM recovery_codes WHERE user = ?1", params![user])?;
-    let mut stmt =
-        c.prepare("INSERT INTO recovery_codes (user, salt, hash) VALUES (?1, ?2, ?3)")?;
-    for code in codes {
-        stmt.execute(params![user, &code.salt[..], &code.hash[..]])?;
-    }
-    Ok(())
 }

@@ -14,6 +14,7 @@ pub mod pg_support;
 pub mod pipe;
 pub mod reliability_support;
 pub mod sshd_support;
+pub mod store_support;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

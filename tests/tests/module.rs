@@ -445,17 +445,9 @@ fn grace_period_then_refusal() {
     );
     // Move the first sighting back eight days, as if the week had passed.
     let past = unix_now() as i64 - 8 * 86_400;
-    let sql = format!("UPDATE users SET mandatory_since = {past} WHERE user = 'bob';");
-    let out = std::process::Command::new("sqlite3")
-        .arg(sb.store_path())
-        .arg(sql)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pam_totp_tests::store_support::edit_records(&sb.store_path(), Some("bob"), |r| {
+        r.mandatory_since = Some(past);
+    });
     let after = direct(&sb, "bob", "192.0.2.24", &[]);
     assert!(after.auth_is("PAM_AUTH_ERR"), "{after:?}");
 }

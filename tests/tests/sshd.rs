@@ -6,9 +6,9 @@
 //! sandbox's config filled in.
 
 use pam_totp_tests::sshd_support::{Session, Sshd, SERVICE};
+use pam_totp_tests::store_support::edit_records;
 use pam_totp_tests::*;
 use std::path::Path;
-use std::process::Command;
 
 const PASSWORD: &str = "correct horse";
 
@@ -99,20 +99,6 @@ fn init_store(sb: &Sandbox) {
     pam_totp::store::SqliteStore::open_or_create(&sb.store_path()).unwrap();
 }
 
-fn sql(sb: &Sandbox, statement: &str) -> String {
-    let out = Command::new("sqlite3")
-        .arg(sb.store_path())
-        .arg(statement)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sqlite3 {statement}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Whether `user` has a factor in the store, and how many unused recovery codes,
 /// read through the store's own interface.
 fn factors_of(sb: &Sandbox, user: &str) -> (bool, u32) {
@@ -125,12 +111,9 @@ fn factors_of(sb: &Sandbox, user: &str) -> (bool, u32) {
 /// Moves the moment `user` was first seen mandatory and unenrolled `secs` back, as if
 /// that much time had passed.
 fn move_grace_start_back(sb: &Sandbox, user: &str, secs: i64) {
-    sql(
-        sb,
-        &format!(
-            "UPDATE users SET mandatory_since = mandatory_since - {secs} WHERE user = '{user}';"
-        ),
-    );
+    edit_records(&sb.store_path(), Some(user), |r| {
+        r.mandatory_since = r.mandatory_since.map(|t| t - secs);
+    });
 }
 
 #[test]

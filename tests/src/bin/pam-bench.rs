@@ -15,6 +15,7 @@ use pam_totp::otp::{code_at, Algorithm, OtpParams};
 use pam_totp::secret::SecretKey;
 use pam_totp_tests::pam_ffi::*;
 use pam_totp_tests::pipe::{pipe, read_all, write_all};
+use pam_totp_tests::store_support::{edit_records, enrolled, write_records};
 use std::ffi::{c_int, c_void, CString};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -75,23 +76,18 @@ fn setup(kind: &str, dir: &Path, users: usize) {
             set_mode(&config, 0o600);
             set_mode(&st, 0o700);
             let store_path = st.join("totp.db");
-            drop(pam_totp::store::SqliteStore::open_or_create(&store_path).unwrap());
-            let mut conn = rusqlite::Connection::open(&store_path).unwrap();
-            let tx = conn.transaction().unwrap();
-            {
-                let mut stmt = tx
-                    .prepare(
-                        "INSERT INTO users (user, secret, algorithm, digits, period, created_at, confirmed_at)
-                         VALUES (?1, ?2, 'SHA1', 6, 30, 0, 0)",
-                    )
-                    .unwrap();
-                for i in 0..users {
-                    stmt.execute(rusqlite::params![user(i), secret(i)]).unwrap();
-                }
-            }
-            tx.commit().unwrap();
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-                .unwrap();
+            let params = OtpParams {
+                algorithm: Algorithm::Sha1,
+                digits: 6,
+                period: 30,
+            };
+            write_records(
+                &store_path,
+                (0..users).map(|i| {
+                    let key = SecretKey::from_bytes(secret(i));
+                    (user(i), enrolled(key, params, 0))
+                }),
+            );
             format!(
                 "auth required {} config={}\n",
                 module_path().display(),
@@ -162,12 +158,11 @@ fn restore(dir: &Path) {
     let st = state(dir);
     let db = st.join("totp.db");
     if db.exists() {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.execute_batch(
-            "UPDATE users SET last_step = NULL, window_start = 0, window_failures = 0;
-             DELETE FROM throttle;",
-        )
-        .unwrap();
+        edit_records(&db, None, |r| {
+            r.last_step = None;
+            r.window = Default::default();
+            r.sources.clear();
+        });
         return;
     }
     for entry in std::fs::read_dir(&st).unwrap() {
