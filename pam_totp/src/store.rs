@@ -212,6 +212,24 @@ const SCHEMA: &str = "CREATE TABLE users(user TEXT PRIMARY KEY,record BLOB NOT N
 /// another writer's change went in, so a handful of tries is plenty.
 const MAX_TRIES: usize = 64;
 
+/// Keeps the `-wal` and `-shm` files when the last connection closes (after its
+/// checkpoint, which empties the WAL: `SQLITE_DEFAULT_JOURNAL_SIZE_LIMIT=0` in
+/// .cargo/config.toml), instead of deleting them and creating them again at the next
+/// login, with a directory fsync each time.
+fn keep_wal_file(conn: &Connection) {
+    let mut on: std::ffi::c_int = 1;
+    // SAFETY: a valid open connection, the schema name "main" NUL-terminated, and a
+    // pointer to an int, as SQLITE_FCNTL_PERSIST_WAL takes.
+    unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&mut on as *mut std::ffi::c_int).cast(),
+        )
+    };
+}
+
 /// Checks that the store and its directory are root's alone. A missing file is reported
 /// as such, so the caller can tell "nobody enrolled yet" from "tampered with".
 fn check_store_path(path: &Path) -> Result<()> {
@@ -283,6 +301,7 @@ impl SqliteStore {
         // synchronous=NORMAL is the compiled-in default for WAL (.cargo/config.toml):
         // a commit is not fsynced, a checkpoint is.
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        keep_wal_file(&conn);
         // The schema version is checked when the first statement finds the table
         // different (see `read`): a login spends no statement on it.
         Ok(SqliteStore::new(conn))
