@@ -11,6 +11,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 mod pg;
+mod syntax;
 pub use pg::{Backend, SslMode, Timeout};
 
 /// Where the module and `totp-admin` read the configuration unless told otherwise.
@@ -320,7 +321,8 @@ impl Config {
 
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+        let table = syntax::parse(text)?;
+        let config = Config::deserialize(syntax::At::root(table)).map_err(|e| e.to_string())?;
         config.validate()?;
         Ok(config)
     }
@@ -380,21 +382,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// TOML errors span several lines with a caret diagram; logs want one line.
-fn one_line(text: &str) -> String {
-    let mut out = String::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if line.starts_with('|') || line.chars().all(|c| c == '^' || c == ' ' || c == '|') {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(line);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -517,6 +504,37 @@ mod tests {
         }
         assert_eq!(Duration(300).to_string(), "5m");
         assert_eq!(Duration(90).to_string(), "90s");
+    }
+
+    #[test]
+    fn the_shipped_file_reads_and_errors_say_where() {
+        let shipped = include_str!("../../config/config.toml");
+        let config = Config::parse(shipped).unwrap();
+        assert_eq!(config.store.path, Path::new("/var/lib/pam_totp/totp.db"));
+        let err = Config::parse("# one\n[policy]\nmandatroy = true\n").unwrap_err();
+        assert!(
+            err.starts_with("[policy]: unknown field `mandatroy`"),
+            "{err}"
+        );
+        let err = Config::parse("[policy]\ngrace_period = 5\n").unwrap_err();
+        assert!(
+            err.starts_with("policy.grace_period: invalid type"),
+            "{err}"
+        );
+        let err = Config::parse("[policy]\nfailmode = \"loose\"\n").unwrap_err();
+        assert!(err.starts_with("policy.failmode: unknown variant"), "{err}");
+        let err = Config::parse("[throttle]\nmax_failures = -1\n").unwrap_err();
+        assert!(
+            err.starts_with("throttle.max_failures: invalid value"),
+            "{err}"
+        );
+        let err = Config::parse("[policy]\nexempt_groups = [1]\n").unwrap_err();
+        assert!(
+            err.starts_with("policy.exempt_groups: invalid type"),
+            "{err}"
+        );
+        let err = Config::parse("[policy]\nmandatory = 1.5\n").unwrap_err();
+        assert!(err.starts_with("line 2:"), "{err}");
     }
 
     #[test]

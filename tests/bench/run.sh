@@ -83,3 +83,9 @@ for kind in totp ga ga-strict oath; do
         done
     done
 done
+# The same driver, libpam and pam_wrapper with pam_permit.so as the only module: what
+# every row above includes besides the module under test.
+dir=$work/baseline
+"$bench" setup totp "$dir" 50 >/dev/null
+echo "auth required pam_permit.so" >"$dir/services/bench"
+echo "| baseline: pam_permit.so | 50 | right | $(instructions totp "$dir" 50) |"

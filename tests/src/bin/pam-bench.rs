@@ -67,12 +67,18 @@ fn setup(kind: &str, dir: &Path, users: usize) {
     let st = state(dir);
     let line = match kind {
         "totp" => {
+            // The shipped file, comments and all, pointed at the benchmark's store.
             let config = dir.join("config.toml");
-            std::fs::write(
-                &config,
-                format!("[store]\npath = \"{}/totp.db\"\n", st.display()),
-            )
-            .unwrap();
+            let shipped =
+                std::fs::read_to_string(pam_totp_tests::workspace().join("config/config.toml"))
+                    .unwrap();
+            let default_path = "path = \"/var/lib/pam_totp/totp.db\"";
+            assert!(shipped.contains(default_path), "config/config.toml changed");
+            let text = shipped.replace(
+                default_path,
+                &format!("path = \"{}/totp.db\"", st.display()),
+            );
+            std::fs::write(&config, text).unwrap();
             set_mode(&config, 0o600);
             set_mode(&st, 0o700);
             let store_path = st.join("totp.db");
