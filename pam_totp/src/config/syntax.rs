@@ -32,6 +32,7 @@ pub fn parse(text: &str) -> Result<Value<'_>, String> {
         text: text.as_bytes(),
         pos: 0,
         line: 1,
+        depth: 0,
     };
     let mut root: Vec<(Cow<'_, str>, Value<'_>)> = Vec::new();
     // Where `key = value` lines go: the root, or the last [table] (an index in root).
@@ -88,7 +89,13 @@ struct Parser<'a> {
     text: &'a [u8],
     pos: usize,
     line: usize,
+    /// Arrays open around the current value.
+    depth: usize,
 }
+
+/// Arrays nested deeper than this are refused (no setting nests them at all; the
+/// limit keeps the reader's recursion short).
+const MAX_DEPTH: usize = 8;
 
 impl<'a> Parser<'a> {
     fn peek(&self) -> Option<u8> {
@@ -351,6 +358,16 @@ impl<'a> Parser<'a> {
     /// `[a, b, ...]`, over as many lines as it takes, comments and a trailing comma
     /// allowed.
     fn array(&mut self) -> Result<Value<'a>, String> {
+        if self.depth == MAX_DEPTH {
+            return Err(self.error("arrays nested too deep"));
+        }
+        self.depth += 1;
+        let items = self.array_items();
+        self.depth -= 1;
+        items
+    }
+
+    fn array_items(&mut self) -> Result<Value<'a>, String> {
         self.pos += 1;
         let mut items = Vec::new();
         loop {
@@ -591,6 +608,7 @@ mod tests {
             ("[a]\nx = \"\\q\"\n", 2),
             ("[a]\nx = 99999999999999999999\n", 2),
             ("[a]\nx =\n", 2),
+            ("[a]\nx = [[[[[[[[[[1]]]]]]]]]]\n", 2),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.starts_with(&format!("line {line}:")), "{text:?}: {err}");
