@@ -123,10 +123,17 @@ PRAGMA user_version = 1;
 
     #[test]
     fn a_version_1_store_is_migrated_row_by_row() {
-        let dir = std::env::temp_dir().join(format!("pam_totp-v1-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
+        /// Removes the test's directory however the test ends.
+        struct TempDir(std::path::PathBuf);
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let tmp = TempDir(std::env::temp_dir().join(format!("pam_totp-v1-{}", std::process::id())));
+        let dir = &tmp.0;
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
         let path = dir.join("totp.db");
         let _ = std::fs::remove_file(&path);
         rusqlite::Connection::open(&path)
@@ -155,6 +162,5 @@ PRAGMA user_version = 1;
         // Opened for a login: the new schema, nothing left of the old tables.
         let login = SqliteStore::open(&path).unwrap();
         assert!(login.login_state("alice", "x").unwrap().factor.is_some());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
