@@ -532,12 +532,9 @@ impl<'de, 'a> de::Deserializer<'de> for At<'a> {
         visitor: V,
     ) -> Result<V::Value, Error> {
         match self.value {
-            Value::String(s) => {
-                let place = path(self.table.as_deref(), self.key.as_deref());
-                visitor
-                    .visit_enum(s.into_owned().into_deserializer())
-                    .map_err(|e: Error| located(place, e))
-            }
+            Value::String(s) => visitor
+                .visit_enum(s.into_owned().into_deserializer())
+                .map_err(|e: Error| located(path(self.table.as_deref(), self.key.as_deref()), e)),
             _ => self.deserialize_any(visitor),
         }
     }
