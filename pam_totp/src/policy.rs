@@ -164,8 +164,7 @@ impl fmt::Display for Network {
 
 impl<'de> Deserialize<'de> for Network {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
+        crate::config::from_text(d)
     }
 }
 

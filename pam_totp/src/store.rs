@@ -19,6 +19,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
+mod mutex;
 mod open;
 mod record;
 mod transfer;
@@ -289,10 +290,25 @@ fn check_store_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// SQLite's process-wide settings, made once before its first use: its mutexes
+/// (`store/mutex.rs`) and an allocator that wipes what it frees (`store/wipe.rs`).
+/// Every connection this crate opens comes after it; a program that opens connections
+/// of its own with rusqlite (the tests) calls it first. Should SQLite already be in use
+/// without them, rusqlite refuses to open a connection (no mutexes): the store is not
+/// opened, and a login fails closed.
+pub fn prepare_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Either is refused only when SQLite is already initialised (see above).
+        let _ = mutex::install();
+        let _ = wipe::install();
+    });
+}
+
 impl SqliteStore {
     /// Opens an existing store for a login: no creation, no symlinks, no migration.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        wipe::wipe_freed_memory();
+        prepare_sqlite();
         check_store_path(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -318,7 +334,7 @@ impl SqliteStore {
     /// and the schema when missing, and migrating an older schema forward. Writes are
     /// synchronous (`FULL`): an enrollment survives a power loss.
     pub fn open_or_create(path: &Path) -> Result<SqliteStore> {
-        wipe::wipe_freed_memory();
+        prepare_sqlite();
         let dir = path
             .parent()
             .ok_or_else(|| StoreError::Insecure(path.into(), "no directory".into()))?;
@@ -367,7 +383,7 @@ impl SqliteStore {
 
     /// A private store in memory, for tests and benchmarks.
     pub fn in_memory() -> Result<SqliteStore> {
-        wipe::wipe_freed_memory();
+        prepare_sqlite();
         let store = SqliteStore::new(Connection::open_in_memory()?);
         store.migrate()?;
         Ok(store)

@@ -38,7 +38,7 @@ pub fn enroll_many(path: &Path, prefix: &str, count: usize) {
 
 /// `PRAGMA integrity_check` of the store at `path`, as SQLite words it ("ok").
 pub fn integrity(path: &Path) -> String {
-    let conn = rusqlite::Connection::open(path).expect("open the store");
+    let conn = crate::store_support::connect(path).expect("open the store");
     conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check")
 }

@@ -7,6 +7,13 @@ use pam_totp::secret::SecretKey;
 use pam_totp::store::{Record, SqliteStore, StoredFactor};
 use std::path::Path;
 
+/// A connection of the test's own to the store at `path`, after the same SQLite set-up
+/// as the module's (its mutexes, its wiping allocator).
+pub fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    pam_totp::store::prepare_sqlite();
+    rusqlite::Connection::open(path)
+}
+
 /// A record for a user enrolled at unix time `now` with `secret`, no recovery codes.
 pub fn enrolled(secret: SecretKey, params: OtpParams, now: i64) -> Record {
     Record {
@@ -25,7 +32,7 @@ pub fn enrolled(secret: SecretKey, params: OtpParams, now: i64) -> Record {
 /// leave, without an fsync each.
 pub fn write_records(path: &Path, records: impl Iterator<Item = (String, Record)>) {
     drop(SqliteStore::open_or_create(path).expect("store"));
-    let mut conn = rusqlite::Connection::open(path).expect("open the store");
+    let mut conn = connect(path).expect("open the store");
     let tx = conn.transaction().unwrap();
     {
         let mut insert = tx
@@ -45,7 +52,7 @@ pub fn write_records(path: &Path, records: impl Iterator<Item = (String, Record)
 /// Lets `edit` change every row of the store at `path` (only `user`'s, when given), in
 /// one transaction.
 pub fn edit_records(path: &Path, user: Option<&str>, mut edit: impl FnMut(&mut Record)) {
-    let mut conn = rusqlite::Connection::open(path).expect("open the store");
+    let mut conn = connect(path).expect("open the store");
     let tx = conn.transaction().unwrap();
     {
         let mut select = tx

@@ -688,7 +688,7 @@ fn corrupt_store_fails_closed() {
                 store.enroll(&format!("filler{i}"), &e, 1).unwrap();
             }
         }
-        let conn = rusqlite::Connection::open(sb.store_path()).unwrap();
+        let conn = pam_totp_tests::store_support::connect(&sb.store_path()).unwrap();
         conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
             .unwrap();
         drop(conn);

@@ -93,8 +93,7 @@ impl std::str::FromStr for Timeout {
 
 impl<'de> Deserialize<'de> for Timeout {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
+        crate::config::from_text(d)
     }
 }
 

@@ -14,7 +14,6 @@
 use serde::de::value::{Error, SeqDeserializer};
 use serde::de::{self, IntoDeserializer, Visitor};
 use std::borrow::Cow;
-use std::rc::Rc;
 
 /// A value as read; strings without escapes are borrowed from the text.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +28,7 @@ pub enum Value<'a> {
 /// Reads a whole configuration file into its top-level table.
 pub fn parse(text: &str) -> Result<Value<'_>, String> {
     let mut p = Parser {
+        src: text,
         text: text.as_bytes(),
         pos: 0,
         line: 1,
@@ -86,6 +86,9 @@ pub fn parse(text: &str) -> Result<Value<'_>, String> {
 }
 
 struct Parser<'a> {
+    src: &'a str,
+    /// `src` as bytes: every position the reader stops at is an ASCII byte (or the
+    /// end), so slices of `src` between two of them are always whole characters.
     text: &'a [u8],
     pos: usize,
     line: usize,
@@ -108,6 +111,13 @@ impl<'a> Parser<'a> {
 
     fn unsupported(&self, what: &str) -> String {
         self.error(&format!("{what} is not used in this file"))
+    }
+
+    /// How many bytes from here on are `wanted`.
+    #[inline(always)]
+    fn run_of(&self, wanted: impl Fn(u8) -> bool) -> usize {
+        let rest = &self.text[self.pos..];
+        rest.iter().position(|&c| !wanted(c)).unwrap_or(rest.len())
     }
 
     fn skip_spaces(&mut self) {
@@ -188,8 +198,9 @@ impl<'a> Parser<'a> {
 
     /// The text from `start` to `end`.
     fn str(&self, start: usize, end: usize) -> Result<&'a str, String> {
-        std::str::from_utf8(&self.text[start..end])
-            .map_err(|_| self.error("text that is not UTF-8"))
+        self.src
+            .get(start..end)
+            .ok_or_else(|| self.error("text that is not UTF-8"))
     }
 
     fn value(&mut self) -> Result<Value<'a>, String> {
@@ -230,7 +241,7 @@ impl<'a> Parser<'a> {
         {
             self.pos += 1;
         }
-        let word = std::str::from_utf8(&self.text[start..self.pos]).unwrap_or("");
+        let word = self.str(start, self.pos)?;
         let bad = || self.error(&format!("{word:?} is not an integer"));
         let (radix, digits) = match word.get(..2) {
             Some("0x") => (16, &word[2..]),
@@ -258,10 +269,23 @@ impl<'a> Parser<'a> {
             }
             return Err(bad());
         }
-        let clean: String = digits.chars().filter(|&c| c != '_').collect();
-        let magnitude = i128::from_str_radix(&clean, radix).map_err(|_| bad())?;
-        let value = if negative { -magnitude } else { magnitude };
-        i64::try_from(value).map(Value::Integer).map_err(|_| bad())
+        // Checked as it goes, with the sign applied to each digit: i64::MIN is read,
+        // one more is refused.
+        let mut value: i64 = 0;
+        for digit in digits.chars().filter_map(|c| c.to_digit(radix)) {
+            let digit = i64::from(digit);
+            value = value
+                .checked_mul(i64::from(radix))
+                .and_then(|v| {
+                    if negative {
+                        v.checked_sub(digit)
+                    } else {
+                        v.checked_add(digit)
+                    }
+                })
+                .ok_or_else(bad)?;
+        }
+        Ok(Value::Integer(value))
     }
 
     /// `"..."` on one line, with TOML's escapes; borrowed when it has none.
@@ -271,6 +295,9 @@ impl<'a> Parser<'a> {
         }
         self.pos += 1;
         let start = self.pos;
+        // Plain text up to the closing quote is the common case: borrowed, no copy.
+        self.pos +=
+            self.run_of(|c| c != b'"' && c != b'\\' && (c >= 0x20 || c == b'\t') && c != 0x7f);
         let mut out: Option<Vec<u8>> = None;
         loop {
             let Some(c) = self.peek() else {
@@ -411,7 +438,7 @@ impl<'a> Parser<'a> {
 /// only when there is an error.
 pub struct At<'a> {
     value: Value<'a>,
-    table: Option<Rc<str>>,
+    table: Option<Cow<'a, str>>,
     key: Option<Cow<'a, str>>,
 }
 
@@ -457,7 +484,7 @@ struct Entries<'a> {
     entries: std::vec::IntoIter<(Cow<'a, str>, Value<'a>)>,
     next: Option<(Cow<'a, str>, Value<'a>)>,
     /// This table's name (none for the top level).
-    table: Option<Rc<str>>,
+    table: Option<Cow<'a, str>>,
 }
 
 impl<'de, 'a> de::MapAccess<'de> for Entries<'a> {
@@ -500,7 +527,8 @@ impl<'de, 'a> de::Deserializer<'de> for At<'a> {
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let At { value, table, key } = self;
         let result = match value {
-            Value::String(s) => visitor.visit_string(s.into_owned()),
+            Value::String(Cow::Borrowed(s)) => visitor.visit_str(s),
+            Value::String(Cow::Owned(s)) => visitor.visit_string(s),
             Value::Integer(i) => visitor.visit_i64(i),
             Value::Boolean(b) => visitor.visit_bool(b),
             Value::Array(items) => {
@@ -510,11 +538,10 @@ impl<'de, 'a> de::Deserializer<'de> for At<'a> {
             }
             Value::Table(entries) => {
                 // A table's own name: `policy` (tables hold no tables here).
-                let name: Option<Rc<str>> = key.as_deref().map(Rc::from);
                 return visitor.visit_map(Entries {
                     entries: entries.into_iter(),
                     next: None,
-                    table: name,
+                    table: key,
                 });
             }
         };
@@ -533,7 +560,7 @@ impl<'de, 'a> de::Deserializer<'de> for At<'a> {
     ) -> Result<V::Value, Error> {
         match self.value {
             Value::String(s) => visitor
-                .visit_enum(s.into_owned().into_deserializer())
+                .visit_enum(s.as_ref().into_deserializer())
                 .map_err(|e: Error| located(path(self.table.as_deref(), self.key.as_deref()), e)),
             _ => self.deserialize_any(visitor),
         }
@@ -582,6 +609,30 @@ mod tests {
         assert_eq!(totp[2], ("hex".into(), Value::Integer(31)));
         assert_eq!(totp[3], ("empty".into(), Value::Array(vec![])));
         assert!(parse("[t]\nneg = -0x10\n").is_err(), "no sign on hex");
+    }
+
+    #[test]
+    fn integers_reach_the_ends_of_i64_and_no_further() {
+        for (text, value) in [
+            ("9223372036854775807", i64::MAX),
+            ("-9223372036854775808", i64::MIN),
+            ("0x7fff_ffff_ffff_ffff", i64::MAX),
+            ("0b101", 5),
+            ("0o17", 15),
+            ("-0", 0),
+        ] {
+            let line = format!("x = {text}\n");
+            let root = table(parse(&line).unwrap());
+            assert_eq!(root[0].1, Value::Integer(value), "{text}");
+        }
+        for text in [
+            "9223372036854775808",
+            "-9223372036854775809",
+            "0x8000000000000000",
+        ] {
+            let err = parse(&format!("x = {text}\n")).unwrap_err();
+            assert!(err.contains("is not an integer"), "{text}: {err}");
+        }
     }
 
     #[test]

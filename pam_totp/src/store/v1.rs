@@ -136,6 +136,7 @@ PRAGMA user_version = 1;
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
         let path = dir.join("totp.db");
         let _ = std::fs::remove_file(&path);
+        crate::store::prepare_sqlite();
         rusqlite::Connection::open(&path)
             .unwrap()
             .execute_batch(V1)

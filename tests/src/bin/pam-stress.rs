@@ -406,7 +406,7 @@ fn memory(args: &[String]) {
 
 fn integrity(args: &[String]) {
     let [path] = args else { usage() };
-    let result = rusqlite::Connection::open(path)
+    let result = pam_totp_tests::store_support::connect(std::path::Path::new(path))
         .and_then(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)));
     match result {
         Ok(text) => println!("integrity: {text}"),
@@ -416,7 +416,8 @@ fn integrity(args: &[String]) {
 
 fn hold(args: &[String]) {
     let [path] = args else { usage() };
-    let conn = rusqlite::Connection::open(path).expect("open the store");
+    let conn =
+        pam_totp_tests::store_support::connect(std::path::Path::new(path)).expect("open the store");
     let _: i64 = conn
         .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
         .expect("read the store");
