@@ -34,7 +34,7 @@ pub fn parse(text: &str) -> Result<Value<'_>, String> {
         line: 1,
         depth: 0,
     };
-    let mut root: Vec<(Cow<'_, str>, Value<'_>)> = Vec::new();
+    let mut root: Vec<(Cow<'_, str>, Value<'_>)> = Vec::with_capacity(8);
     // Where `key = value` lines go: the root, or the last [table] (an index in root).
     let mut current: Option<usize> = None;
     loop {
@@ -57,7 +57,7 @@ pub fn parse(text: &str) -> Result<Value<'_>, String> {
             if root.iter().any(|(k, _)| *k == name) {
                 return Err(format!("line {line}: table [{name}] is defined twice"));
             }
-            root.push((name, Value::Table(Vec::new())));
+            root.push((name, Value::Table(Vec::with_capacity(8))));
             current = Some(root.len() - 1);
             continue;
         }
@@ -95,6 +95,18 @@ struct Parser<'a> {
     /// Arrays open around the current value.
     depth: usize,
 }
+
+/// The bytes of a bare key: letters, digits, `_` and `-`.
+const BARE_KEY: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        c += 1;
+    }
+    table
+};
 
 /// Arrays nested deeper than this are refused (no setting nests them at all; the
 /// limit keeps the reader's recursion short).
@@ -136,18 +148,25 @@ impl<'a> Parser<'a> {
 
     /// Blank lines and comment lines before the next table, key or the end.
     fn skip_blank_and_comments(&mut self) {
+        let text = self.text;
+        let mut pos = self.pos;
         loop {
-            self.skip_spaces();
-            match self.peek() {
-                Some(b'#') => self.skip_comment(),
+            while matches!(text.get(pos), Some(b' ' | b'\t')) {
+                pos += 1;
+            }
+            match text.get(pos) {
+                Some(b'#') => {
+                    pos += memchr::memchr(b'\n', &text[pos..]).unwrap_or(text.len() - pos)
+                }
                 Some(b'\n') => {
-                    self.pos += 1;
+                    pos += 1;
                     self.line += 1;
                 }
-                Some(b'\r') if self.text.get(self.pos + 1) == Some(&b'\n') => self.pos += 1,
-                _ => return,
+                Some(b'\r') if text.get(pos + 1) == Some(&b'\n') => pos += 1,
+                _ => break,
             }
         }
+        self.pos = pos;
     }
 
     /// Spaces, a comment, then the end of the line (or of the file).
@@ -184,10 +203,10 @@ impl<'a> Parser<'a> {
             Some(b'\'') => self.literal_string(),
             _ => {
                 let start = self.pos;
-                while matches!(self.peek(), Some(c) if c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-                {
-                    self.pos += 1;
-                }
+                self.pos += self.text[start..]
+                    .iter()
+                    .take_while(|&&c| BARE_KEY[usize::from(c)])
+                    .count();
                 if self.pos == start {
                     return Err(self.error("expected a key"));
                 }
