@@ -22,7 +22,9 @@ auths=${1:-2000}
 work=$(mktemp -d /var/tmp/pam_totp-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-cargo build --release -p pam_totp -p pam_totp_tests --bins >&2
+# The module is a library: --bins alone would leave a stale pam_totp.so in place.
+cargo build --release -p pam_totp --lib >&2
+cargo build --release -p pam_totp_tests --bins >&2
 bench=$PWD/target/release/pam-bench
 
 export PAM_WRAPPER=1
