@@ -155,3 +155,23 @@ pub(super) fn install() -> bool {
     };
     rc == ffi::SQLITE_OK
 }
+
+#[cfg(test)]
+mod tests {
+    use super::wipe;
+
+    /// Every length, from both stores' loops to the byte tail: all of it zeroed, not a
+    /// byte past it.
+    #[test]
+    fn wipe_clears_exactly_its_bytes() {
+        #[repr(C, align(32))]
+        struct Buf([u8; 640]);
+        for len in 0..=520 {
+            let mut buf = Buf([0xa5; 640]);
+            // SAFETY: buf is 32-aligned and holds 640 writable bytes, more than len.
+            unsafe { wipe(buf.0.as_mut_ptr(), len) };
+            assert!(buf.0[..len].iter().all(|&b| b == 0), "len {len}");
+            assert!(buf.0[len..].iter().all(|&b| b == 0xa5), "len {len}");
+        }
+    }
+}
