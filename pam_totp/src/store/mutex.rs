@@ -192,8 +192,9 @@ unsafe extern "C" fn alloc(kind: c_int) -> *mut ffi::sqlite3_mutex {
     let mutex: *const Mutex = match kind {
         ffi::SQLITE_MUTEX_FAST => Box::into_raw(Box::new(Mutex::new(false))),
         ffi::SQLITE_MUTEX_RECURSIVE => Box::into_raw(Box::new(Mutex::new(true))),
-        _ => match usize::try_from(kind - FIRST_STATIC)
-            .ok()
+        _ => match kind
+            .checked_sub(FIRST_STATIC)
+            .and_then(|i| usize::try_from(i).ok())
             .and_then(|i| STATICS.get(i))
         {
             Some(m) => m,
@@ -416,6 +417,7 @@ mod tests {
             assert!(!alloc(ffi::SQLITE_MUTEX_STATIC_VFS3).is_null());
             assert!(alloc(ffi::SQLITE_MUTEX_STATIC_VFS3 + 1).is_null());
             assert!(alloc(-1).is_null());
+            assert!(alloc(c_int::MIN).is_null());
             free(a);
             let f = alloc(ffi::SQLITE_MUTEX_FAST);
             let g = alloc(ffi::SQLITE_MUTEX_FAST);
