@@ -305,6 +305,18 @@ pub fn prepare_sqlite() {
     });
 }
 
+/// Hands SQLite one of its process-wide method tables (`SQLITE_CONFIG_MUTEX`,
+/// `SQLITE_CONFIG_MALLOC`), which it copies. False when SQLite is already initialised:
+/// it then keeps what it had.
+///
+/// # Safety
+/// `methods` is the struct that `op` takes, and the functions it names live as long as
+/// this code.
+unsafe fn sqlite_config<T>(op: std::ffi::c_int, methods: &T) -> bool {
+    // SAFETY: the caller's contract; SQLite reads the struct during the call only.
+    unsafe { rusqlite::ffi::sqlite3_config(op, methods as *const T) == rusqlite::ffi::SQLITE_OK }
+}
+
 impl SqliteStore {
     /// Opens an existing store for a login: no creation, no symlinks, no migration.
     pub fn open(path: &Path) -> Result<SqliteStore> {
@@ -744,5 +756,26 @@ impl Store for SqliteStore {
             r.recovery_codes = u.recovery_codes.clone();
             Ok(((), true))
         })
+    }
+}
+
+/// A private directory (0700) for a unit test's store, removed however the test ends.
+#[cfg(test)]
+pub(crate) struct TestDir(pub PathBuf);
+
+#[cfg(test)]
+impl TestDir {
+    pub(crate) fn new(name: &str) -> TestDir {
+        let dir = std::env::temp_dir().join(format!("pam_totp-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        TestDir(dir)
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

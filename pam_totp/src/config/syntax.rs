@@ -29,7 +29,6 @@ pub enum Value<'a> {
 pub fn parse(text: &str) -> Result<Value<'_>, String> {
     let mut p = Parser {
         src: text,
-        text: text.as_bytes(),
         pos: 0,
         line: 1,
         depth: 0,
@@ -86,10 +85,9 @@ pub fn parse(text: &str) -> Result<Value<'_>, String> {
 }
 
 struct Parser<'a> {
+    /// The file. Every position the reader stops at is an ASCII byte (or the end), so
+    /// slices of it between two of them are always whole characters.
     src: &'a str,
-    /// `src` as bytes: every position the reader stops at is an ASCII byte (or the
-    /// end), so slices of `src` between two of them are always whole characters.
-    text: &'a [u8],
     pos: usize,
     line: usize,
     /// Arrays open around the current value.
@@ -114,7 +112,7 @@ const MAX_DEPTH: usize = 8;
 
 impl<'a> Parser<'a> {
     fn peek(&self) -> Option<u8> {
-        self.text.get(self.pos).copied()
+        self.src.as_bytes().get(self.pos).copied()
     }
 
     fn error(&self, what: &str) -> String {
@@ -128,7 +126,7 @@ impl<'a> Parser<'a> {
     /// How many bytes from here on are `wanted`.
     #[inline(always)]
     fn run_of(&self, wanted: impl Fn(u8) -> bool) -> usize {
-        let rest = &self.text[self.pos..];
+        let rest = &self.src.as_bytes()[self.pos..];
         rest.iter().position(|&c| !wanted(c)).unwrap_or(rest.len())
     }
 
@@ -141,14 +139,14 @@ impl<'a> Parser<'a> {
     /// A comment runs to the end of its line.
     fn skip_comment(&mut self) {
         if self.peek() == Some(b'#') {
-            let rest = &self.text[self.pos..];
+            let rest = &self.src.as_bytes()[self.pos..];
             self.pos += memchr::memchr(b'\n', rest).unwrap_or(rest.len());
         }
     }
 
     /// Blank lines and comment lines before the next table, key or the end.
     fn skip_blank_and_comments(&mut self) {
-        let text = self.text;
+        let text = self.src.as_bytes();
         let mut pos = self.pos;
         loop {
             while matches!(text.get(pos), Some(b' ' | b'\t')) {
@@ -203,7 +201,7 @@ impl<'a> Parser<'a> {
             Some(b'\'') => self.literal_string(),
             _ => {
                 let start = self.pos;
-                self.pos += self.text[start..]
+                self.pos += self.src.as_bytes()[start..]
                     .iter()
                     .take_while(|&&c| BARE_KEY[usize::from(c)])
                     .count();
@@ -228,12 +226,12 @@ impl<'a> Parser<'a> {
             Some(b'\'') => self.literal_string().map(Value::String),
             Some(b'[') => self.array(),
             Some(b'{') => Err(self.unsupported("an inline table")),
-            Some(b't') if self.text[self.pos..].starts_with(b"true") => {
+            Some(b't') if self.src.as_bytes()[self.pos..].starts_with(b"true") => {
                 self.pos += 4;
                 self.word_ends()?;
                 Ok(Value::Boolean(true))
             }
-            Some(b'f') if self.text[self.pos..].starts_with(b"false") => {
+            Some(b'f') if self.src.as_bytes()[self.pos..].starts_with(b"false") => {
                 self.pos += 5;
                 self.word_ends()?;
                 Ok(Value::Boolean(false))
@@ -309,7 +307,7 @@ impl<'a> Parser<'a> {
 
     /// `"..."` on one line, with TOML's escapes; borrowed when it has none.
     fn basic_string(&mut self) -> Result<Cow<'a, str>, String> {
-        if self.text[self.pos..].starts_with(b"\"\"\"") {
+        if self.src.as_bytes()[self.pos..].starts_with(b"\"\"\"") {
             return Err(self.unsupported("a multi-line string"));
         }
         self.pos += 1;
@@ -325,7 +323,8 @@ impl<'a> Parser<'a> {
             match c {
                 b'"' => break,
                 b'\\' => {
-                    let buf = out.get_or_insert_with(|| self.text[start..self.pos].to_vec());
+                    let buf =
+                        out.get_or_insert_with(|| self.src.as_bytes()[start..self.pos].to_vec());
                     self.pos += 1;
                     let e = self
                         .peek()
@@ -342,7 +341,8 @@ impl<'a> Parser<'a> {
                         b'u' | b'U' => {
                             let n = if e == b'u' { 4 } else { 8 };
                             let ch = self
-                                .text
+                                .src
+                                .as_bytes()
                                 .get(self.pos..self.pos + n)
                                 .and_then(|h| std::str::from_utf8(h).ok())
                                 .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -381,7 +381,7 @@ impl<'a> Parser<'a> {
 
     /// `'...'` on one line, taken as written.
     fn literal_string(&mut self) -> Result<Cow<'a, str>, String> {
-        if self.text[self.pos..].starts_with(b"'''") {
+        if self.src.as_bytes()[self.pos..].starts_with(b"'''") {
             return Err(self.unsupported("a multi-line string"));
         }
         self.pos += 1;
@@ -440,7 +440,9 @@ impl<'a> Parser<'a> {
             self.skip_spaces();
             match self.peek() {
                 Some(b'#') => self.skip_comment(),
-                Some(b'\r') if self.text.get(self.pos + 1) == Some(&b'\n') => self.pos += 1,
+                Some(b'\r') if self.src.as_bytes().get(self.pos + 1) == Some(&b'\n') => {
+                    self.pos += 1
+                }
                 Some(b'\n') => {
                     self.pos += 1;
                     self.line += 1;

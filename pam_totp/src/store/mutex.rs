@@ -265,15 +265,9 @@ pub(super) fn install() -> bool {
         xMutexHeld: Some(held),
         xMutexNotheld: Some(not_held),
     };
-    // SAFETY: SQLITE_CONFIG_MUTEX takes a pointer to a sqlite3_mutex_methods, which
-    // SQLite copies; the functions it names live as long as this code.
-    let rc = unsafe {
-        ffi::sqlite3_config(
-            ffi::SQLITE_CONFIG_MUTEX,
-            &methods as *const ffi::sqlite3_mutex_methods,
-        )
-    };
-    rc == ffi::SQLITE_OK
+    // SAFETY: SQLITE_CONFIG_MUTEX takes a sqlite3_mutex_methods; the functions it names
+    // are this file's.
+    unsafe { super::sqlite_config(ffi::SQLITE_CONFIG_MUTEX, &methods) }
 }
 
 #[cfg(test)]
@@ -356,14 +350,7 @@ mod tests {
         use crate::otp::{Algorithm, OtpParams};
         use crate::secret::SecretKey;
         use crate::store::{Enrollment, SqliteStore, Store};
-        struct TempDir(std::path::PathBuf);
-        impl Drop for TempDir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-        let tmp =
-            TempDir(std::env::temp_dir().join(format!("pam_totp-mutex-{}", std::process::id())));
+        let tmp = crate::store::TestDir::new("mutex");
         let path = tmp.0.join("totp.db");
         let store = SqliteStore::open_or_create(&path).unwrap();
         let key = SecretKey::from_bytes(b"12345678901234567890".to_vec());

@@ -123,18 +123,8 @@ PRAGMA user_version = 1;
 
     #[test]
     fn a_version_1_store_is_migrated_row_by_row() {
-        /// Removes the test's directory however the test ends.
-        struct TempDir(std::path::PathBuf);
-        impl Drop for TempDir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-        let tmp = TempDir(std::env::temp_dir().join(format!("pam_totp-v1-{}", std::process::id())));
-        let dir = &tmp.0;
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-        let path = dir.join("totp.db");
+        let tmp = crate::store::TestDir::new("v1");
+        let path = tmp.0.join("totp.db");
         let _ = std::fs::remove_file(&path);
         crate::store::prepare_sqlite();
         rusqlite::Connection::open(&path)

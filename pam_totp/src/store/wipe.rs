@@ -145,15 +145,9 @@ pub(super) fn install() -> bool {
         xShutdown: Some(wiping_shutdown),
         pAppData: std::ptr::null_mut(),
     };
-    // SAFETY: SQLITE_CONFIG_MALLOC takes a pointer to a sqlite3_mem_methods, which
-    // SQLite copies; the functions it names live as long as this code.
-    let rc = unsafe {
-        ffi::sqlite3_config(
-            ffi::SQLITE_CONFIG_MALLOC,
-            &methods as *const ffi::sqlite3_mem_methods,
-        )
-    };
-    rc == ffi::SQLITE_OK
+    // SAFETY: SQLITE_CONFIG_MALLOC takes a sqlite3_mem_methods; the functions it names
+    // are this file's.
+    unsafe { super::sqlite_config(ffi::SQLITE_CONFIG_MALLOC, &methods) }
 }
 
 #[cfg(test)]
