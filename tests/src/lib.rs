@@ -183,21 +183,45 @@ exec "$@""#;
 /// Sandboxes live here rather than in /tmp, which each sandboxed process sees private.
 pub const SANDBOX_BASE: &str = "/var/tmp/pam_totp-tests";
 
+/// A new directory (0755) for one test under [`SANDBOX_BASE`], `{prefix}-{pid}-{ns}`.
+pub fn sandbox_dir(prefix: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let dir = Path::new(SANDBOX_BASE).join(format!("{prefix}-{}-{nanos}", std::process::id()));
+    // Another test's clean-up removes the base once it is empty, possibly between the two
+    // steps below: then they are taken again (a few times at most).
+    for _ in 0..5 {
+        std::fs::create_dir_all(SANDBOX_BASE).unwrap();
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+                return dir;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("cannot create {}: {e}", dir.display()),
+        }
+    }
+    panic!(
+        "cannot create {}: its parent keeps going away",
+        dir.display()
+    );
+}
+
+/// Removes a test's directory, and [`SANDBOX_BASE`] with it when no other test has one
+/// there (removing a directory that is not empty fails, and is left to the last test).
+pub fn remove_sandbox_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir(SANDBOX_BASE);
+}
+
 impl Sandbox {
     pub fn new(name: &str) -> Sandbox {
         require_root();
-        std::fs::create_dir_all(SANDBOX_BASE).unwrap();
-        let base = Path::new(SANDBOX_BASE).join(format!(
-            "pam_totp-{name}-{}-{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        ));
-        std::fs::create_dir(&base).unwrap();
-        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let sandbox = Sandbox { dir: base };
+        let sandbox = Sandbox {
+            dir: sandbox_dir(&format!("pam_totp-{name}")),
+        };
         let status = Command::new("cp")
             .args(["-a", "/etc"])
             .arg(sandbox.dir.join("etc"))
@@ -418,7 +442,7 @@ pub fn parse_run(out: &Output) -> PamRun {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        remove_sandbox_dir(&self.dir);
     }
 }
 

@@ -4,12 +4,11 @@
 //! Unix socket in that directory, TLS with a CA made by `openssl` for the test.
 //! Stopped and removed on drop.
 
-use crate::{write_file, SANDBOX_BASE};
+use crate::write_file;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The name in the server's certificate (`host` in the configs; `hostaddr` is 127.0.0.1).
 pub const SERVER_NAME: &str = "db.pam-totp.test";
@@ -103,17 +102,7 @@ impl Postgres {
     /// may log in only over TLS.
     pub fn start_listening(name: &str, also: Option<(IpAddr, &str)>) -> Postgres {
         crate::require_root();
-        std::fs::create_dir_all(SANDBOX_BASE).unwrap();
-        let dir = Path::new(SANDBOX_BASE).join(format!(
-            "pg-{name}-{}-{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        ));
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = crate::sandbox_dir(&format!("pg-{name}"));
         let mut pg = Postgres {
             port: free_port(),
             dir,
@@ -417,6 +406,6 @@ impl Drop for Postgres {
                 .stderr(Stdio::null())
                 .status();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::remove_sandbox_dir(&self.dir);
     }
 }
