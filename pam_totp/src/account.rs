@@ -19,11 +19,6 @@ fn c_name(name: &str) -> Result<CString, LookupError> {
     CString::new(name).map_err(|_| LookupError(format!("name {name:?} contains a NUL byte")))
 }
 
-/// Errors getpwnam_r/getgrnam_r use for "no such entry" rather than a failure.
-fn means_not_found(err: i32) -> bool {
-    matches!(err, libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM)
-}
-
 /// Runs a `getpw*_r` call with a buffer that grows on ERANGE, and turns the entry into
 /// an [`Account`]; `Ok(None)` when NSS has no such user.
 fn passwd_entry(
@@ -39,8 +34,10 @@ fn passwd_entry(
             buf.resize(buf.len() * 4, 0);
             continue;
         }
+        // glibc reports "no such entry" as 0 with no result; any error number means a
+        // source could not answer (a directory down), which must not read as "none".
         if result.is_null() {
-            return if rc == 0 || means_not_found(rc) {
+            return if rc == 0 {
                 Ok(None)
             } else {
                 Err(LookupError(format!(
@@ -84,6 +81,22 @@ pub fn lookup_user(name: &str) -> Result<Option<Account>, LookupError> {
     })
 }
 
+/// The account a typed login name reaches, as NSS resolves it: the name is looked up,
+/// then the account is named by its uid. Every spelling NSS maps to one account
+/// (`ALICE` in a case-insensitive directory, a second name with alice's uid) thus
+/// comes out as the same canonical account. `Ok(None)` when NSS has no such user.
+pub fn canonical_account(typed: &str) -> Result<Option<Account>, LookupError> {
+    let Some(entry) = lookup_user(typed)? else {
+        return Ok(None);
+    };
+    // The first entry for the uid is the account's own name; a uid that no longer
+    // maps back (a directory answering one query but not the other) keeps the entry.
+    match lookup_uid(entry.uid)? {
+        Some(owner) if owner.uid == entry.uid && !owner.name.is_empty() => Ok(Some(owner)),
+        _ => Ok(Some(entry)),
+    }
+}
+
 /// Looks a user up by uid; `Ok(None)` when NSS has no such user.
 pub fn lookup_uid(uid: libc::uid_t) -> Result<Option<Account>, LookupError> {
     passwd_entry(|pwd, buf, result| {
@@ -92,8 +105,21 @@ pub fn lookup_uid(uid: libc::uid_t) -> Result<Option<Account>, LookupError> {
     })
 }
 
+/// A group as NSS knows it: its gid and the members it lists.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub gid: libc::gid_t,
+    pub members: Vec<String>,
+}
+
 /// The gid of a group name; `Ok(None)` when NSS has no such group.
 pub fn group_gid(name: &str) -> Result<Option<libc::gid_t>, LookupError> {
+    Ok(lookup_group(name)?.map(|g| g.gid))
+}
+
+/// Looks a group up by name; `Ok(None)` when NSS has no such group, an error when a
+/// source could not answer.
+pub fn lookup_group(name: &str) -> Result<Option<Group>, LookupError> {
     let cname = c_name(name)?;
     let mut buf = vec![0u8; 4096];
     loop {
@@ -115,16 +141,29 @@ pub fn group_gid(name: &str) -> Result<Option<libc::gid_t>, LookupError> {
             continue;
         }
         if result.is_null() {
-            return if rc == 0 || means_not_found(rc) {
+            return if rc == 0 {
                 Ok(None)
             } else {
                 Err(LookupError(format!(
-                    "group lookup failed: {}",
+                    "group {name}: lookup failed: {}",
                     std::io::Error::from_raw_os_error(rc)
                 )))
             };
         }
-        return Ok(Some(grp.gr_gid));
+        let mut members = Vec::new();
+        let mut p = grp.gr_mem;
+        // SAFETY: on success gr_mem is a NULL-terminated array of NUL-terminated
+        // strings inside buf, which is still alive; the walk is bounded by the buffer.
+        unsafe {
+            while !p.is_null() && !(*p).is_null() && members.len() < MAX_BUFFER {
+                members.push(CStr::from_ptr(*p).to_string_lossy().into_owned());
+                p = p.add(1);
+            }
+        }
+        return Ok(Some(Group {
+            gid: grp.gr_gid,
+            members,
+        }));
     }
 }
 
@@ -151,29 +190,35 @@ pub fn group_list(account: &Account) -> Result<Vec<libc::gid_t>, LookupError> {
     Err(LookupError(format!("too many groups for {}", account.name)))
 }
 
-/// Answers "is the user in group G?" for the policy, looking the user and their
-/// groups up once, and only when a configured group is asked about.
+/// Answers "is the account in group G?" for the policy, looking its groups up once,
+/// and only when a configured group is asked about. A group is looked up by name, so
+/// that a source that cannot answer is an error (the caller fails closed) rather than
+/// "not a member"; membership is the primary group, the group's member list, or the
+/// account's group list (`getgrouplist`, which silently skips sources that fail).
 pub struct Membership<'a> {
-    user: &'a str,
+    account: &'a Account,
     gids: Option<Vec<libc::gid_t>>,
 }
 
 impl<'a> Membership<'a> {
-    pub fn new(user: &'a str) -> Self {
-        Membership { user, gids: None }
+    pub fn new(account: &'a Account) -> Self {
+        Membership {
+            account,
+            gids: None,
+        }
     }
 
     pub fn is_member(&mut self, group: &str) -> Result<bool, LookupError> {
-        if self.gids.is_none() {
-            self.gids = Some(match lookup_user(self.user)? {
-                Some(account) => group_list(&account)?,
-                None => Vec::new(),
-            });
-        }
-        let Some(gid) = group_gid(group)? else {
+        let Some(found) = lookup_group(group)? else {
             return Ok(false);
         };
-        Ok(self.gids.as_deref().unwrap_or_default().contains(&gid))
+        if found.gid == self.account.gid || found.members.contains(&self.account.name) {
+            return Ok(true);
+        }
+        if self.gids.is_none() {
+            self.gids = Some(group_list(self.account)?);
+        }
+        Ok(self.gids.as_deref().unwrap_or_default().contains(&found.gid))
     }
 }
 
@@ -186,16 +231,16 @@ mod tests {
         let root = lookup_user("root").unwrap().unwrap();
         assert_eq!(root.uid, 0);
         assert_eq!(lookup_uid(0).unwrap().unwrap().name, "root");
-        let mut m = Membership::new("root");
+        let mut m = Membership::new(&root);
         assert!(m.is_member("root").unwrap());
         assert!(!m.is_member("no-such-group-pam-totp").unwrap());
+        assert_eq!(canonical_account("root").unwrap().unwrap().name, "root");
     }
 
     #[test]
-    fn unknown_user_is_in_no_group() {
+    fn unknown_user_is_none() {
         assert!(lookup_user("no-such-user-pam-totp").unwrap().is_none());
-        let mut m = Membership::new("no-such-user-pam-totp");
-        assert!(!m.is_member("root").unwrap());
+        assert!(canonical_account("no-such-user-pam-totp").unwrap().is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::otp;
 use crate::policy::{Policy, PolicyReason};
 use crate::recovery;
 use crate::secret::Answer;
-use crate::store::{Factor, Store, StoreError};
+use crate::store::{Attempt, Factor, StepOutcome, Store, StoreError};
 use crate::throttle;
 use std::fmt;
 
@@ -57,6 +57,8 @@ pub enum IgnoreReason {
     },
     /// The config or store is unusable and `failmode = "open"` lets the login go on.
     FailOpen(String),
+    /// NSS knows no such account, and no policy could make a factor mandatory.
+    UnknownUser,
 }
 
 /// Why a login is refused (`PAM_AUTH_ERR`).
@@ -75,6 +77,12 @@ pub enum DenyReason {
     NotEnrolled(PolicyReason),
     /// Enrollment at login: no right confirmation code was typed.
     EnrollmentNotConfirmed,
+    /// NSS knows no such account, and the policy could make a factor mandatory.
+    UnknownUser,
+    /// The answer came later than `prompt_timeout` after the prompt: not checked.
+    PromptTimedOut,
+    /// The factor the code matched was removed or replaced while the prompt was open.
+    FactorChanged,
 }
 
 /// The result of a login, mapped to exactly one PAM code by the glue.
@@ -116,6 +124,7 @@ impl fmt::Display for Outcome {
                         format_utc(*until)
                     )?,
                     IgnoreReason::FailOpen(why) => write!(f, "failmode=open: {}", unquoted(why))?,
+                    IgnoreReason::UnknownUser => f.write_str("unknown user, optional")?,
                 }
                 f.write_str("\"")
             }
@@ -131,6 +140,13 @@ impl fmt::Display for Outcome {
                     DenyReason::NotEnrolled(p) => write!(f, "not enrolled, mandatory ({p})")?,
                     DenyReason::EnrollmentNotConfirmed => {
                         f.write_str("enrollment at login not confirmed")?
+                    }
+                    DenyReason::UnknownUser => f.write_str("unknown user")?,
+                    DenyReason::PromptTimedOut => {
+                        f.write_str("answer came after prompt_timeout")?
+                    }
+                    DenyReason::FactorChanged => {
+                        f.write_str("factor changed during the login")?
                     }
                 }
                 f.write_str("\"")
@@ -172,15 +188,11 @@ pub enum Next {
     EnrollNow,
 }
 
-/// What an answer to `Verification code: ` is checked against.
+/// What an answer to `Verification code: ` is checked against: the user's factors
+/// as they were when the prompt was shown.
 #[derive(Debug)]
 pub struct Challenge {
-    pub factor: Factor,
-    /// Set when the (user, source) pair or the user must wait: the answer is refused
-    /// whatever it is.
-    pub throttled: Option<u64>,
-    /// Failures of the pair so far; a success clears them.
-    pub failures: u32,
+    pub factors: Vec<Factor>,
 }
 
 /// The outcome when the config or store cannot be used: closed, unless the
@@ -208,16 +220,23 @@ pub fn start_login(
         ));
     }
     let state = store.login_state(login.user, login.source())?;
-    if let Some(factor) = state.factor {
-        let throttled = throttle::wait_secs(state.pair, state.user, now, &config.throttle);
-        let notice = throttled
-            .map(|secs| Notice::Error(format!("Too many failed attempts: try again in {secs} s.")));
+    if !state.factors.is_empty() {
+        // Locked already: refused without a prompt. Whether a later answer may be
+        // checked is decided again, atomically, when it arrives.
+        if let Some(wait_secs) = throttle::wait_secs(state.pair, state.user, now, &config.throttle)
+        {
+            let notice = Notice::Error(format!(
+                "Too many failed attempts: try again in {wait_secs} s."
+            ));
+            return Ok(Next::Done(
+                Outcome::Denied(DenyReason::Throttled { wait_secs }),
+                Some(notice),
+            ));
+        }
         let challenge = Challenge {
-            factor,
-            throttled,
-            failures: state.pair.failures,
+            factors: state.factors,
         };
-        return Ok(Next::AskCode(Box::new(challenge), notice));
+        return Ok(Next::AskCode(Box::new(challenge), None));
     }
     if policy.0 == Policy::Optional {
         return Ok(Next::Done(Outcome::Ignore(IgnoreReason::NotEnrolled), None));
@@ -253,28 +272,31 @@ pub fn start_login(
     ))
 }
 
-/// Checks the answer to `Verification code: ` and records the result: the accepted time
-/// step or recovery code, or one more failure for (user, source).
+/// Checks the answer to `Verification code: `, shown at `asked_at` and answered at
+/// `now`. Whether the answer may be checked at all and the count of that attempt are
+/// one atomic step in the store, so that any number of sessions held at the prompt get
+/// no more checks than the throttle allows; a success gives the attempt back.
 pub fn check_answer(
     config: &Config,
     store: &dyn Store,
     login: &Login<'_>,
     challenge: &Challenge,
     answer: &Answer,
+    asked_at: i64,
     now: i64,
 ) -> Result<Outcome, StoreError> {
-    if let Some(wait_secs) = challenge.throttled {
+    let waited = now.checked_sub(asked_at).unwrap_or(i64::MAX);
+    if !(0..=config.policy.prompt_timeout.secs() as i64).contains(&waited) {
+        return Ok(Outcome::Denied(DenyReason::PromptTimedOut));
+    }
+    if let Attempt::Throttled { wait_secs } =
+        store.begin_attempt(login.user, login.source(), now, &config.throttle)?
+    {
         return Ok(Outcome::Denied(DenyReason::Throttled { wait_secs }));
     }
-    let outcome = verify_answer(config, store, login, &challenge.factor, answer, now)?;
-    match outcome {
-        Outcome::Denied(_) => {
-            store.record_failure(login.user, login.source(), now, &config.throttle)?;
-        }
-        Outcome::Success(_) if challenge.failures > 0 => {
-            store.clear_failures(login.user, login.source())?
-        }
-        _ => {}
+    let outcome = verify_answer(config, store, login, &challenge.factors, answer, now)?;
+    if let Outcome::Success(_) = outcome {
+        store.attempt_succeeded(login.user, login.source())?;
     }
     Ok(outcome)
 }
@@ -283,7 +305,7 @@ fn verify_answer(
     config: &Config,
     store: &dyn Store,
     login: &Login<'_>,
-    factor: &Factor,
+    factors: &[Factor],
     answer: &Answer,
     now: i64,
 ) -> Result<Outcome, StoreError> {
@@ -297,26 +319,37 @@ fn verify_answer(
     let Ok(unix_time) = u64::try_from(now) else {
         return Ok(Outcome::Unavailable("system clock is before 1970".into()));
     };
-    let code = otp::parse_code(typed.as_bytes(), factor.params.digits);
-    if let Some(code) = code {
-        if let Some(step) = otp::verify_code(
+    let mut looked_like_a_code = false;
+    let mut replayed = false;
+    for factor in factors {
+        let Some(code) = otp::parse_code(typed.as_bytes(), factor.params.digits) else {
+            continue;
+        };
+        looked_like_a_code = true;
+        let Some(step) = otp::verify_code(
             &factor.secret,
             &factor.params,
             code,
             unix_time,
             config.totp.window,
-        ) {
-            let step = i64::try_from(step).unwrap_or(i64::MAX);
-            return Ok(if store.accept_step(login.user, step, now)? {
-                Outcome::Success(Method::Code)
-            } else {
-                Outcome::Denied(DenyReason::Replayed)
-            });
+        ) else {
+            continue;
+        };
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        match store.accept_step(login.user, factor.id, step, now)? {
+            StepOutcome::Accepted => return Ok(Outcome::Success(Method::Code)),
+            StepOutcome::Replayed => replayed = true,
+            StepOutcome::FactorChanged => {
+                return Ok(Outcome::Denied(DenyReason::FactorChanged))
+            }
         }
+    }
+    if replayed {
+        return Ok(Outcome::Denied(DenyReason::Replayed));
     }
     // Not a current code: it may be a recovery code (imported scratch codes are digits).
     let Some(normalized) = recovery::normalize(&typed) else {
-        let reason = if code.is_some() {
+        let reason = if looked_like_a_code {
             DenyReason::WrongCode
         } else {
             DenyReason::Malformed

@@ -54,6 +54,8 @@ pub struct PolicyConfig {
     pub enroll_at_login: bool,
     pub enroll_confirm_codes: u32,
     pub failmode: FailMode,
+    /// How long an answer to the code prompt may take.
+    pub prompt_timeout: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -67,6 +69,7 @@ impl Default for PolicyConfig {
             enroll_at_login: false,
             enroll_confirm_codes: 1,
             failmode: FailMode::Secure,
+            prompt_timeout: Duration(180),
         }
     }
 }

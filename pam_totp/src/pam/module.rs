@@ -1,0 +1,365 @@
+//! The exported `pam_sm_*` entry points, the module arguments, the one mapping from an
+//! [`Outcome`] to a PAM return code, and the flow of one login: gather the inputs,
+//! let [`crate::auth`] decide, ask what it calls for, log the decision.
+
+use super::enroll_dialog::{enroll_at_login, store_pending};
+use super::ffi::*;
+use super::handle::{arguments, ConvError, Handle, Items, Style};
+use super::{unix_now, CODE_PROMPT};
+use crate::account::{canonical_account, Membership};
+use crate::auth::{self, DenyReason, IgnoreReason, Login, Next, Notice, Outcome};
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::log::{decision_line, quoted};
+use crate::policy::{policy_for, Policy};
+use crate::store::open_for_login;
+use std::ffi::{c_char, c_int};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+/// The one mapping from an outcome to a PAM return code.
+pub fn pam_code(outcome: &Outcome) -> c_int {
+    match outcome {
+        Outcome::Success(_) => PAM_SUCCESS,
+        Outcome::Ignore(_) => PAM_IGNORE,
+        Outcome::Denied(_) => PAM_AUTH_ERR,
+        Outcome::Unavailable(_) => PAM_AUTHINFO_UNAVAIL,
+        Outcome::ConversationFailed => PAM_CONV_ERR,
+    }
+}
+
+impl Items {
+    pub fn login<'a>(&'a self, user: &'a str) -> Login<'a> {
+        Login {
+            user,
+            service: &self.service,
+            rhost: self.rhost.as_deref(),
+            tty: self.tty.as_deref(),
+        }
+    }
+}
+
+/// Module arguments from the PAM stack line.
+pub(super) struct Options {
+    pub config: PathBuf,
+    pub debug: bool,
+}
+
+impl Options {
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        let mut options = Options {
+            config: PathBuf::from(DEFAULT_CONFIG_PATH),
+            debug: false,
+        };
+        for arg in args {
+            if let Some(path) = arg.strip_prefix("config=") {
+                if !path.starts_with('/') {
+                    return Err(format!(
+                        "module argument config={path}: must be an absolute path"
+                    ));
+                }
+                options.config = PathBuf::from(path);
+            } else if *arg == "debug" {
+                options.debug = true;
+            } else {
+                return Err(format!("unknown module argument {arg:?}"));
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// Runs `body` with a checked handle, turning a panic into a closed failure.
+fn guarded(
+    pamh: *mut pam_handle_t,
+    flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+    body: fn(&Handle, &Options) -> c_int,
+) -> c_int {
+    if pamh.is_null() {
+        return PAM_SYSTEM_ERR;
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: pamh is the non-null handle libpam passed to this call.
+        let mut handle = unsafe { Handle::new(pamh, flags & PAM_SILENT != 0) };
+        // SAFETY: argc/argv come straight from libpam.
+        let args = unsafe { arguments(argc, argv) };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match Options::parse(&args) {
+            Ok(options) => {
+                handle.debug = options.debug;
+                body(&handle, &options)
+            }
+            Err(why) => {
+                handle.log(libc::LOG_ERR, &Outcome::Unavailable(why).to_string());
+                PAM_AUTHINFO_UNAVAIL
+            }
+        }
+    }));
+    result.unwrap_or_else(|_| {
+        // SAFETY: pamh is the non-null handle libpam passed to this call.
+        let handle = unsafe { Handle::new(pamh, true) };
+        handle.log(
+            libc::LOG_CRIT,
+            "internal error (panic caught): login refused",
+        );
+        PAM_SYSTEM_ERR
+    })
+}
+
+fn authenticate(handle: &Handle, options: &Options) -> c_int {
+    let typed = match handle.user() {
+        Ok(u) => u,
+        Err(rc) => {
+            handle.log(
+                libc::LOG_ERR,
+                "result=failure reason=\"cannot determine the user\"",
+            );
+            return rc;
+        }
+    };
+    let items = handle.items();
+    let (user, outcome) = run_login(handle, options, &items, &typed);
+    let login = items.login(&user);
+    let priority = match &outcome {
+        Outcome::Success(_) | Outcome::Ignore(_) => libc::LOG_INFO,
+        Outcome::Denied(_) | Outcome::ConversationFailed => libc::LOG_NOTICE,
+        Outcome::Unavailable(_) => libc::LOG_ERR,
+    };
+    let mut line = decision_line(&login, &outcome);
+    if user != typed {
+        line.push_str(&format!(" login_name={}", quoted(&typed)));
+    }
+    handle.log(priority, &line);
+    pam_code(&outcome)
+}
+
+/// Decides the login of the account that `typed` names; returns the account's
+/// canonical name (the typed name when NSS does not know it) and the outcome.
+fn run_login(handle: &Handle, options: &Options, items: &Items, typed: &str) -> (String, Outcome) {
+    let config = match Config::load(&options.config) {
+        Ok(c) => c,
+        Err(e) => return (typed.to_string(), Outcome::Unavailable(e.to_string())),
+    };
+    // Every spelling of an account meets the account's factor: the store, the policy and
+    // the log all see the name NSS gives the account, never the typed string. A
+    // directory that cannot answer fails closed, whatever the failmode.
+    let account = match canonical_account(typed) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            let p = &config.policy;
+            let outcome = if p.mandatory || !p.mandatory_groups.is_empty() || p.enroll_at_login {
+                Outcome::Denied(DenyReason::UnknownUser)
+            } else {
+                Outcome::Ignore(IgnoreReason::UnknownUser)
+            };
+            return (typed.to_string(), outcome);
+        }
+        Err(e) => return (typed.to_string(), Outcome::Unavailable(e.to_string())),
+    };
+    let login = items.login(&account.name);
+    let outcome = decide(handle, &config, &account, &login);
+    (account.name.clone(), outcome)
+}
+
+fn decide(
+    handle: &Handle,
+    config: &Config,
+    account: &crate::account::Account,
+    login: &Login<'_>,
+) -> Outcome {
+    let failmode = config.policy.failmode;
+    let mut membership = Membership::new(account);
+    let policy = match policy_for(&config.policy, login.rhost, &mut |g| {
+        membership.is_member(g)
+    }) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Unavailable(e.to_string()),
+    };
+    if handle.debug {
+        handle.log(
+            libc::LOG_DEBUG,
+            &format!("policy {}: {}", policy.0.as_str(), policy.1),
+        );
+    }
+    if policy.0 == Policy::Exempt {
+        // Decided from the configuration alone: the store is not opened.
+        return Outcome::Ignore(IgnoreReason::Exempt(policy.1));
+    }
+    // failmode = "open" covers a store that cannot be used before the prompt, and
+    // nothing after it: a failure once an answer arrived is never a way in.
+    let store = match open_for_login(config) {
+        Ok(s) => s,
+        Err(e) => return auth::unavailable(failmode, e.to_string()),
+    };
+    let now = unix_now();
+    let next = match auth::start_login(config, &*store, login, policy.clone(), now) {
+        Ok(n) => n,
+        Err(e) => return auth::unavailable(failmode, e.to_string()),
+    };
+    match next {
+        Next::Done(outcome, notice) => {
+            if let Some(n) = notice {
+                show(handle, &n);
+            }
+            outcome
+        }
+        Next::AskCode(challenge, notice) => {
+            if let Some(n) = notice {
+                show(handle, &n);
+            }
+            let asked_at = unix_now();
+            let answer = match handle.prompt_hidden(CODE_PROMPT) {
+                Ok(a) => a,
+                Err(ConvError) => return Outcome::ConversationFailed,
+            };
+            // The code is checked against the time the answer arrived.
+            let answered_at = unix_now();
+            auth::check_answer(config, &*store, login, &challenge, &answer, asked_at, answered_at)
+                .unwrap_or_else(|e| Outcome::Unavailable(e.to_string()))
+        }
+        Next::EnrollNow => enroll_at_login(handle, config, login),
+    }
+}
+
+fn show(handle: &Handle, notice: &Notice) {
+    match notice {
+        Notice::Info(t) => handle.show(Style::Info, t),
+        Notice::Error(t) => handle.show(Style::Error, t),
+    }
+}
+
+fn account(handle: &Handle, options: &Options) -> c_int {
+    store_pending(handle, &options.config)
+}
+
+#[no_mangle]
+pub extern "C" fn pam_sm_authenticate(
+    pamh: *mut pam_handle_t,
+    flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    guarded(pamh, flags, argc, argv, authenticate)
+}
+
+/// The module sets no credentials; it must still succeed so the stack does not fail.
+#[no_mangle]
+pub extern "C" fn pam_sm_setcred(
+    _pamh: *mut pam_handle_t,
+    _flags: c_int,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    PAM_SUCCESS
+}
+
+#[no_mangle]
+pub extern "C" fn pam_sm_acct_mgmt(
+    pamh: *mut pam_handle_t,
+    flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    guarded(pamh, flags, argc, argv, account)
+}
+
+#[no_mangle]
+pub extern "C" fn pam_sm_open_session(
+    _pamh: *mut pam_handle_t,
+    _flags: c_int,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    PAM_IGNORE
+}
+
+#[no_mangle]
+pub extern "C" fn pam_sm_close_session(
+    _pamh: *mut pam_handle_t,
+    _flags: c_int,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    PAM_IGNORE
+}
+
+#[no_mangle]
+pub extern "C" fn pam_sm_chauthtok(
+    _pamh: *mut pam_handle_t,
+    _flags: c_int,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    PAM_IGNORE
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Method;
+
+    #[test]
+    fn return_codes() {
+        assert_eq!(pam_code(&Outcome::Success(Method::Code)), PAM_SUCCESS);
+        assert_eq!(
+            pam_code(&Outcome::Ignore(IgnoreReason::NotEnrolled)),
+            PAM_IGNORE
+        );
+        assert_eq!(
+            pam_code(&Outcome::Denied(DenyReason::WrongCode)),
+            PAM_AUTH_ERR
+        );
+        assert_eq!(
+            pam_code(&Outcome::Unavailable("x".into())),
+            PAM_AUTHINFO_UNAVAIL
+        );
+        assert_eq!(pam_code(&Outcome::ConversationFailed), PAM_CONV_ERR);
+    }
+
+    #[test]
+    fn options() {
+        let o = Options::parse(&["config=/etc/x.toml", "debug"]).unwrap();
+        assert_eq!(o.config, PathBuf::from("/etc/x.toml"));
+        assert!(o.debug);
+        assert!(Options::parse(&["config=relative.toml"]).is_err());
+        assert!(Options::parse(&["nullok"]).is_err());
+        assert_eq!(
+            Options::parse(&[]).unwrap().config,
+            PathBuf::from(DEFAULT_CONFIG_PATH)
+        );
+    }
+
+    /// A panic inside the module is caught at the entry point: the login is refused and
+    /// the host process goes on.
+    #[test]
+    fn a_panic_fails_closed() {
+        fn boom(_: &Handle, _: &Options) -> c_int {
+            panic!("deliberate panic in a test")
+        }
+        let conv = PamConv {
+            conv: None,
+            appdata_ptr: std::ptr::null_mut(),
+        };
+        let mut pamh = std::ptr::null_mut();
+        // SAFETY: valid strings and conv that outlive the handle.
+        let rc = unsafe {
+            pam_start(
+                c"pam_totp-unit-test".as_ptr(),
+                c"nobody".as_ptr(),
+                &conv,
+                &mut pamh,
+            )
+        };
+        assert_eq!(rc, PAM_SUCCESS);
+        let rc = guarded(pamh, 0, 0, std::ptr::null(), boom);
+        assert_eq!(rc, PAM_SYSTEM_ERR);
+        // SAFETY: pamh is live and not used afterwards.
+        unsafe { pam_end(pamh, rc) };
+    }
+
+    #[test]
+    fn null_handle_is_refused() {
+        let rc = pam_sm_authenticate(std::ptr::null_mut(), 0, 0, std::ptr::null());
+        assert_eq!(rc, PAM_SYSTEM_ERR);
+    }
+}
