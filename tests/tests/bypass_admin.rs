@@ -184,6 +184,27 @@ fn the_caller_cannot_stop_the_tool_at_its_prompts() {
     let w = world("bypass-sigstop", "");
     w.sb.add_user("carol", PASSWORD, None, &[]);
     w.sb.enroll("bob", SECRET);
+    // Sanity: the users can signal their own processes, so a refusal below is the
+    // tool's doing.
+    let mut own = w
+        .user_command("bob", &[], "sleep")
+        .arg("30")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{}/exe", own.id()))
+        .map(|p| !p.ends_with("sleep"))
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "sleep did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        user_kill(&w, "bob", "-KILL", own.id()),
+        "bob cannot signal his own process"
+    );
+    assert!(wait_bounded(&mut own, Duration::from_secs(10)).is_some());
     let mut findings = Findings::default();
 
     for (user, args, first_input, prompt) in [
