@@ -7,6 +7,7 @@
 //! host's files stay as they were (the tests check that with a checksum).
 
 pub mod admin_support;
+pub mod freeze_support;
 pub mod netns_support;
 pub mod packages_support;
 pub mod pam_ffi;
