@@ -12,9 +12,10 @@
 //! [`NssModule::install`] builds the module with `cc`, lists its directory in the
 //! sandbox's `/etc/ld.so.conf.d` and rebuilds the sandbox's `/etc/ld.so.cache` with
 //! `ldconfig -X` run inside the sandbox (so setuid programs, which ignore
-//! `LD_LIBRARY_PATH`, find it too; no links are written anywhere), and names it after
-//! `files` in the sandbox's `/etc/nsswitch.conf` for the databases asked for. The host's
-//! /etc is never touched.
+//! `LD_LIBRARY_PATH`, find it too; no links are written anywhere), and names it last in
+//! the sandbox's `/etc/nsswitch.conf` for the databases asked for (after `files`; last,
+//! so that its errors are the lookup's result: a source after it that answers "not
+//! found" would hide them). The host's /etc is never touched.
 
 use crate::Sandbox;
 use std::path::PathBuf;
@@ -48,8 +49,7 @@ pub struct NssModule {
 }
 
 impl NssModule {
-    /// Builds the module and makes the sandbox's NSS use it, after `files`, for
-    /// `databases`.
+    /// Builds the module and makes the sandbox's NSS use it, last, for `databases`.
     pub fn install(sb: &Sandbox, databases: &[Database]) -> NssModule {
         let dir = sb.dir.join("nsslib");
         std::fs::create_dir_all(&dir).unwrap();
@@ -92,13 +92,8 @@ impl NssModule {
                 Some(db) => {
                     done.push(*db);
                     let sources = line.split_once(':').unwrap().1;
-                    let mut words: Vec<&str> = sources.split_whitespace().collect();
-                    let at = words
-                        .iter()
-                        .position(|w| *w == "files")
-                        .map_or(0, |i| i + 1);
-                    words.insert(at, SERVICE);
-                    lines.push(format!("{}: {}", db.name(), words.join(" ")));
+                    // Last: a source after it would turn its errors into "not found".
+                    lines.push(format!("{}: {} {SERVICE}", db.name(), sources.trim()));
                 }
                 None => lines.push(line.to_string()),
             }

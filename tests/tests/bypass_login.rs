@@ -241,8 +241,7 @@ fn parallel_ssh_sessions_get_no_more_checks_than_max_failures() {
     for s in &sessions {
         s.answer(bad);
     }
-    let mut done: Vec<_> = sessions.into_iter().map(HeldSsh::finish).collect();
-    for s in &done {
+    for s in sessions.into_iter().map(HeldSsh::finish) {
         assert!(s.problem.is_none(), "{:?}\n{}", s.problem, sshd.log());
         assert!(!s.logged_in_as("alice"), "{}", s.text);
     }
@@ -266,7 +265,6 @@ fn parallel_ssh_sessions_get_no_more_checks_than_max_failures() {
         10,
         "{logs:#?}"
     );
-    done.push(last);
 }
 
 // ---------------------------------------------------------------------------------
@@ -496,8 +494,9 @@ fn code_of_the_prompt_time_is_refused_once_two_steps_old() {
 
 #[test]
 fn prompt_timeout_refuses_an_answer_that_comes_late() {
-    let sb = world("held-timeout", "[policy]\nprompt_timeout = \"10s\"\n");
+    let sb = world("held-timeout", "");
     sb.enroll("bob", OTHER_SECRET);
+    sb.write_config("[policy]\nprompt_timeout = \"10s\"\n");
     wait_for_fresh_step(30, 8);
     let quick = login(&sb, "alice", "192.0.2.31", &[&code(SECRET, 0)]);
     assert!(
@@ -539,8 +538,11 @@ fn key_replaced_during_the_prompt_refuses_the_old_keys_code() {
         !run.auth_is("PAM_SUCCESS"),
         "a code of the key removed while the login waited at the prompt was accepted: {run:?}"
     );
+    // Checked against the key it was shown for (then that key is gone), or against
+    // the new key (then it is simply wrong).
     assert!(
-        run.log_contains("reason=\"factor changed during the login\""),
+        run.log_contains("reason=\"factor changed during the login\"")
+            || run.log_contains("reason=\"wrong code\""),
         "{:?}",
         run.logs
     );
