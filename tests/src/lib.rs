@@ -7,8 +7,10 @@
 //! host's files stay as they were (the tests check that with a checksum).
 
 pub mod admin_support;
+pub mod bypass_support;
 pub mod freeze_support;
 pub mod netns_support;
+pub mod nss_support;
 pub mod packages_support;
 pub mod pam_ffi;
 pub mod pg_support;
