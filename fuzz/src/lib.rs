@@ -16,7 +16,9 @@ use pam_totp::otp::{
     self, code_for_step, decode_base32, encode_base32, grouped_base32, parse_code, step_at,
     Algorithm, OtpParams,
 };
-use pam_totp::policy::{parse_host_address, policy_for, LookupError, Policy, PolicyReason};
+use pam_totp::policy::{
+    parse_host_address, policy_for, LookupError, Network, Policy, PolicyReason,
+};
 use pam_totp::recovery;
 use pam_totp::secret::{Answer, SecretKey};
 use pam_totp::store::{Enrollment, SqliteStore, Store};
@@ -30,8 +32,9 @@ fn split(data: &[u8], sep: u8) -> (&[u8], &[u8]) {
 }
 
 /// Configuration text, then (after a NUL) a `PAM_RHOST` and group names for the policy
-/// decision. A configuration that parses must satisfy its own validation, and its
-/// durations must print back to the same value.
+/// decision. A refusal is one line that names a line of the text, if any; a
+/// configuration that parses must satisfy its own validation, and its durations and
+/// networks must print back to the same value.
 pub fn config_parse(data: &[u8]) {
     let (text, rest) = split(data, 0);
     let Ok(text) = std::str::from_utf8(text) else {
@@ -40,18 +43,31 @@ pub fn config_parse(data: &[u8]) {
     if let Ok(d) = text.parse::<Duration>() {
         assert_eq!(d.to_string().parse::<Duration>(), Ok(d), "{text:?}");
     }
-    let Ok(config) = Config::parse(text) else {
-        return;
+    let config = match Config::parse(text) {
+        Ok(config) => config,
+        Err(e) => {
+            assert!(!e.to_string().contains('\n'), "{e}");
+            if let Some(line) = e.line() {
+                assert!(line >= 1 && line <= 1 + text.matches('\n').count(), "{e}");
+            }
+            return;
+        }
     };
     config.validate().expect("a parsed configuration is valid");
     let t = &config.totp;
     assert!((6..=8).contains(&t.digits) && (1..=3600).contains(&t.period) && t.window <= 10);
+    let p = &config.policy;
+    assert!((10..=3600).contains(&p.prompt_timeout.secs()));
     for d in [
-        config.policy.grace_period,
+        p.grace_period,
+        p.prompt_timeout,
         config.throttle.lockout,
         config.throttle.lockout_max,
     ] {
         assert_eq!(d.to_string().parse::<Duration>(), Ok(d));
+    }
+    for n in &p.exempt_networks {
+        assert_eq!(n.to_string().parse::<Network>().as_ref(), Ok(n));
     }
     let (rhost, groups) = split(rest, 0);
     let rhost = String::from_utf8_lossy(rhost);

@@ -152,7 +152,30 @@ impl std::str::FromStr for Network {
         if prefix > max {
             return Err(bad());
         }
+        // "192.0.2.99/8" would exempt all of 192/8: whoever wrote it meant something
+        // else, a host or a smaller network, and is asked which.
+        let network = masked(addr, prefix);
+        if network != addr {
+            return Err(format!(
+                "{text}: host bits set; did you mean {network}/{prefix}?"
+            ));
+        }
         Ok(Network { addr, prefix })
+    }
+}
+
+/// `addr` with every bit after the first `prefix` cleared.
+fn masked(addr: IpAddr, prefix: u8) -> IpAddr {
+    fn clear<const N: usize>(mut octets: [u8; N], prefix: u8) -> [u8; N] {
+        for (i, octet) in octets.iter_mut().enumerate() {
+            let kept = usize::from(prefix).saturating_sub(i * 8).min(8);
+            *octet &= (0xff00u16 >> kept) as u8;
+        }
+        octets
+    }
+    match addr {
+        IpAddr::V4(a) => IpAddr::from(clear(a.octets(), prefix)),
+        IpAddr::V6(a) => IpAddr::from(clear(a.octets(), prefix)),
     }
 }
 
@@ -313,6 +336,37 @@ mod tests {
             "10.0.0.0/-1",
         ] {
             assert!(bad.parse::<Network>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_bits_are_refused_with_the_network_meant() {
+        for (text, meant) in [
+            ("192.0.2.99/8", "192.0.0.0/8"),
+            ("10.1.2.3/16", "10.1.0.0/16"),
+            ("172.31.0.0/12", "172.16.0.0/12"),
+            ("10.0.0.1/31", "10.0.0.0/31"),
+            ("1.2.3.4/0", "0.0.0.0/0"),
+            ("2001:db8::1/32", "2001:db8::/32"),
+            ("2001:db8:ffff::/33", "2001:db8:8000::/33"),
+            ("fe80::1:2/127", "fe80::1:2/127"),
+        ] {
+            match text.parse::<Network>() {
+                Err(e) if text != meant => {
+                    assert_eq!(e, format!("{text}: host bits set; did you mean {meant}?"))
+                }
+                Ok(n) if text == meant => assert_eq!(n.to_string(), meant),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for exact in [
+            "192.0.2.99/32",
+            "192.0.2.99",
+            "10.0.0.0/8",
+            "::/0",
+            "::1/128",
+        ] {
+            exact.parse::<Network>().unwrap();
         }
     }
 }

@@ -567,6 +567,116 @@ fn policy_set_keeps_comments_owner_and_mode() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
 }
 
+/// The configuration corpus (`pam_totp/tests/config_corpus/`, which the module's
+/// reader is tested on): through the installed tool, every valid spelling (dotted
+/// keys, inline tables, CR LF, comments, a byte order mark) reads as the same policy,
+/// before and after `policy set` edits it; every invalid file is refused with the
+/// file, the line and the key, exactly as the module words it.
+#[test]
+fn policy_show_and_set_read_the_config_corpus_alike() {
+    let w = world("admin-config-corpus", "");
+    let corpus = workspace().join("pam_totp/tests/config_corpus");
+    let dir = w.sb.dir.join("totp/corpus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&str], config: &std::path::Path| {
+        let out =
+            w.sb.command(totp_admin())
+                .arg("--config")
+                .arg(config)
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let copy = |kind: &str, name: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, std::fs::read(corpus.join(kind).join(name)).unwrap()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    let files = |kind: &str, ext: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(corpus.join(kind))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(ext))
+            .collect();
+        names.sort();
+        names
+    };
+
+    let show = ["policy", "show", "--json"];
+    let reference = copy("valid", "reference.toml");
+    let (code, want, err) = run(&show, &reference);
+    assert_eq!(code, Some(0), "{err}");
+    for field in [
+        r#""mandatory":true"#,
+        r#""mandatory_groups":["sudo","admins"]"#,
+        r#""exempt_networks":["10.20.0.0/16","2001:db8::/32","192.0.2.7/32"]"#,
+        r#""grace_period":"7d""#,
+        r#""prompt_timeout":"90s""#,
+        r#""failmode":"open""#,
+    ] {
+        assert!(want.contains(field), "{field}: {want}");
+    }
+    run(&["policy", "set", "--optional"], &reference);
+    let (_, want_after, _) = run(&show, &reference);
+    assert!(want_after.contains(r#""mandatory":false"#), "{want_after}");
+
+    let valid = files("valid", ".toml");
+    assert!(valid.len() >= 6, "{valid:?}");
+    for name in &valid {
+        let path = copy("valid", name);
+        let (code, got, err) = run(&show, &path);
+        assert_eq!(
+            (code, got.as_str()),
+            (Some(0), want.as_str()),
+            "{name}: {err}"
+        );
+        let before = std::fs::read_to_string(&path).unwrap();
+        let (code, _, err) = run(&["policy", "set", "--optional"], &path);
+        assert_eq!(code, Some(0), "{name}: {err}");
+        let (_, got, _) = run(&show, &path);
+        assert_eq!(got, want_after, "{name} after policy set");
+        let after = std::fs::read_to_string(&path).unwrap();
+        let comments = |t: &str| t.matches('#').count();
+        assert_eq!(comments(&before), comments(&after), "{name}: comments kept");
+        assert_eq!(
+            before.contains('\r'),
+            after.contains('\r'),
+            "{name}: line ends kept"
+        );
+    }
+
+    let invalid = files("invalid", ".toml");
+    assert!(invalid.len() >= 10, "{invalid:?}");
+    for name in &invalid {
+        let path = copy("invalid", name);
+        let expected =
+            std::fs::read_to_string(corpus.join("invalid").join(name.replace(".toml", ".err")))
+                .unwrap();
+        let (code, _, err) = run(&show, &path);
+        assert_eq!(code, Some(1), "{name}: {err}");
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "totp-admin: config {}/{}",
+                dir.display(),
+                expected.trim_end()
+            ),
+            "{name}"
+        );
+        let before = std::fs::read(&path).unwrap();
+        let (code, _, _) = run(&["policy", "set", "--mandatory"], &path);
+        assert_eq!(code, Some(1), "{name}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "{name}: not written");
+    }
+}
+
 #[test]
 fn google_authenticator_files_are_imported() {
     let w = world("admin-import", "");

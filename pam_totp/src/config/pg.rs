@@ -2,11 +2,10 @@
 //! build, so a config written for a fleet reads the same everywhere; a module built
 //! without the `postgresql` feature refuses `backend = "postgresql"` at login.
 
-use super::StoreConfig;
+use super::{absolute_path, Invalid, StoreConfig};
 use serde::Deserialize;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::Path;
 
 /// Which store holds the factors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -117,69 +116,82 @@ impl StoreConfig {
     }
 
     /// Checks the PostgreSQL keys when `backend = "postgresql"`.
-    pub(super) fn validate_backend(&self) -> Result<(), String> {
+    pub(super) fn validate_backend(&self) -> Result<(), Invalid> {
         if self.backend != Backend::Postgresql {
             return Ok(());
         }
-        let text_key = |key: &str, value: &str| {
+        let text_key = |key: &str, value: &str, what: &str| {
             if value.is_empty() {
-                Err(format!(
-                    "store.{key} is required with backend = \"postgresql\""
+                Err(Invalid::at(
+                    "store.backend",
+                    format!("\"postgresql\" needs store.{key} ({what})"),
                 ))
             } else if value.chars().any(char::is_control) {
-                Err(format!("store.{key} may not contain control characters"))
+                Err(Invalid::at(
+                    &format!("store.{key}"),
+                    format!("{value:?} may not contain control characters"),
+                ))
             } else {
                 Ok(())
             }
         };
-        text_key("host", &self.host)?;
-        text_key("dbname", &self.dbname)?;
-        text_key("user", &self.user)?;
+        text_key(
+            "host",
+            &self.host,
+            "the server's name, or the directory of its Unix socket",
+        )?;
+        text_key("dbname", &self.dbname, "the database")?;
+        text_key("user", &self.user, "the module's role")?;
         if self.port == 0 {
-            return Err("store.port must be 1 to 65535".into());
+            return Err(Invalid::at(
+                "store.port",
+                "0 is out of range; write 1 to 65535",
+            ));
         }
         if self.is_socket_dir() {
             if self.sslmode != SslMode::Disable {
-                return Err(format!(
-                    "store.host = {:?} is a socket directory: PostgreSQL has no TLS there; say sslmode = \"disable\"",
-                    self.host
+                return Err(Invalid::at(
+                    "store.host",
+                    format!(
+                        "{:?} is a socket directory: PostgreSQL has no TLS there; write sslmode = \"disable\"",
+                        self.host
+                    ),
                 ));
             }
         } else if self.server_addr().is_none() {
-            return Err(format!(
-                "store.host = {:?} is a name: set store.hostaddr to the server's address (no name is resolved at login)",
-                self.host
+            return Err(Invalid::at(
+                "store.host",
+                format!(
+                    "{:?} is a name: set store.hostaddr to the server's address (no name is resolved at login)",
+                    self.host
+                ),
             ));
         }
         if self.sslmode == SslMode::VerifyFull {
             match &self.sslrootcert {
                 None => {
-                    return Err(
-                        "store.sslrootcert (the CA that signed the server's certificate) is required with sslmode = \"verify-full\"".into(),
-                    )
+                    return Err(Invalid::at(
+                        "store.sslmode",
+                        "\"verify-full\" needs store.sslrootcert (the CA that signed the server's certificate)",
+                    ))
                 }
-                Some(p) => absolute("sslrootcert", p)?,
+                Some(p) => absolute_path("store.sslrootcert", p)?,
             }
         }
         if let Some(p) = &self.password_file {
-            absolute("password_file", p)?;
+            absolute_path("store.password_file", p)?;
         }
         let ms = self.timeout.0.as_millis();
         if !(100..=60_000).contains(&ms) {
-            return Err(format!(
-                "store.timeout = \"{}\": must be 100ms to 60s",
-                self.timeout
+            return Err(Invalid::at(
+                "store.timeout",
+                format!(
+                    "\"{}\" is out of range; write \"100ms\" to \"60s\"",
+                    self.timeout
+                ),
             ));
         }
         Ok(())
-    }
-}
-
-fn absolute(key: &str, path: &Path) -> Result<(), String> {
-    if path.is_absolute() {
-        Ok(())
-    } else {
-        Err(format!("store.{key} = {path:?}: must be an absolute path"))
     }
 }
 
@@ -231,7 +243,7 @@ mod tests {
             ("dbname", "dbname = \"pam_totp\"\n"),
         ] {
             let text = FLEET.replace(with, "");
-            let err = Config::parse(&text).unwrap_err();
+            let err = Config::parse(&text).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
         for bad in [

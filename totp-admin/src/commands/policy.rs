@@ -1,6 +1,7 @@
 //! `policy show` and `policy set`. `set` edits config.toml in place with toml_edit, so
-//! the admin's comments and layout survive, checks the result with the same parser the
-//! module uses, and replaces the file atomically with its owner and mode.
+//! the admin's comments and layout survive, reads the result with the module's own
+//! reader (`Config::parse`) and writes nothing that does not load, then replaces the
+//! file atomically with its owner and mode.
 
 use super::{user_policy, Ctx};
 use crate::audit;
@@ -8,7 +9,7 @@ use crate::cli::PolicySetArgs;
 use crate::error::{Error, Result};
 use crate::output::{emit, emit_json, field_table, list_cell};
 use pam_totp::account;
-use pam_totp::config::{Config, FailMode};
+use pam_totp::config::{Config, ConfigError, FailMode};
 use serde_json::json;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -36,6 +37,7 @@ pub fn show(ctx: &Ctx, user: Option<&str>) -> Result<()> {
             "exempt_groups": p.exempt_groups,
             "exempt_networks": networks,
             "grace_period": p.grace_period.to_string(),
+            "prompt_timeout": p.prompt_timeout.to_string(),
             "enroll_at_login": p.enroll_at_login,
             "enroll_confirm_codes": p.enroll_confirm_codes,
             "failmode": failmode,
@@ -65,6 +67,7 @@ pub fn show(ctx: &Ctx, user: Option<&str>) -> Result<()> {
         ("exempt_groups".to_string(), list_cell(&p.exempt_groups)),
         ("exempt_networks".to_string(), list_cell(&networks)),
         ("grace_period".to_string(), p.grace_period.to_string()),
+        ("prompt_timeout".to_string(), p.prompt_timeout.to_string()),
         ("enroll_at_login".to_string(), p.enroll_at_login.to_string()),
         (
             "enroll_confirm_codes".to_string(),
@@ -74,6 +77,9 @@ pub fn show(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     ]);
     emit(&field_table(&rows))
 }
+
+/// A UTF-8 byte order mark, which TOML parsers allow at the start of a file.
+const BOM: char = '\u{feff}';
 
 /// Mandatory or optional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,14 +128,11 @@ pub fn set(ctx: &Ctx, args: &PolicySetArgs) -> Result<()> {
             )));
         }
     }
-    // Owner, mode and validity of the current file, as the module checks them.
-    ctx.config()?;
+    // Owner, mode and validity of the current file, as the module checks them; the
+    // text edited is the text checked.
     let path = &ctx.config_path;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::failed(format!("{}: cannot read: {e}", path.display())))?;
-    let Some(new_text) = edit_policy(&text, &change)
-        .map_err(|why| Error::refused(format!("{}: {why}", path.display())))?
-    else {
+    let (_, text) = Config::load_with_text(path)?;
+    let Some(new_text) = edit_policy(path, &text, &change).map_err(Error::refused)? else {
         return emit(&format!(
             "Already {}: nothing to change.\n",
             change.describe()
@@ -137,7 +140,8 @@ pub fn set(ctx: &Ctx, args: &PolicySetArgs) -> Result<()> {
     };
     write_atomically(path, &new_text)?;
     audit::done(&ctx.caller, "policy-set", "-", &change.describe());
-    let config = Config::parse(&new_text).map_err(Error::failed)?;
+    // What the module will read from now on.
+    let config = Config::load(path)?;
     emit(&format!(
         "Two-factor authentication is now {}.\n",
         change.describe()
@@ -157,26 +161,42 @@ pub fn set(ctx: &Ctx, args: &PolicySetArgs) -> Result<()> {
     Ok(())
 }
 
-/// Applies `change` to the text of config.toml, keeping comments and layout. `None`
-/// when nothing changes; an error when the result would not be a valid configuration.
-pub fn edit_policy(text: &str, change: &Change) -> std::result::Result<Option<String>, String> {
-    let mut doc: DocumentMut = text
-        .parse()
-        .map_err(|e: toml_edit::TomlError| format!("not valid TOML: {}", e.message()))?;
+/// Applies `change` to `text`, the contents of config.toml at `path`, keeping comments
+/// and layout. `None` when nothing changes; an error (naming the file, the line and the
+/// key) when the result would not load.
+pub fn edit_policy(
+    path: &Path,
+    text: &str,
+    change: &Change,
+) -> std::result::Result<Option<String>, String> {
+    let not_changed = |why: String| format!("{why}; the file was not changed");
+    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+        not_changed(format!(
+            "{}: not valid TOML: {}",
+            path.display(),
+            e.message()
+        ))
+    })?;
     let policy = doc
         .entry("policy")
         .or_insert(Item::Table(Table::new()))
         .as_table_like_mut()
-        .ok_or("[policy] is not a table")?;
+        .ok_or_else(|| not_changed(format!("{}: policy is not a table", path.display())))?;
     let mandatory = change.level == Level::Mandatory;
     match &change.group {
-        None => set_bool(policy, "mandatory", mandatory)?,
+        None => set_bool(policy, "mandatory", mandatory)
+            .map_err(|why| not_changed(format!("{}: {why}", path.display())))?,
         Some(group) => {
             let groups = policy
                 .entry("mandatory_groups")
                 .or_insert(Item::Value(Value::Array(Array::new())))
                 .as_array_mut()
-                .ok_or("policy.mandatory_groups is not a list")?;
+                .ok_or_else(|| {
+                    not_changed(format!(
+                        "{}: policy.mandatory_groups is not a list",
+                        path.display()
+                    ))
+                })?;
             let present = groups.iter().any(|v| v.as_str() == Some(group));
             if mandatory && !present {
                 groups.push(group.as_str());
@@ -185,11 +205,25 @@ pub fn edit_policy(text: &str, change: &Change) -> std::result::Result<Option<St
             }
         }
     }
-    let new_text = doc.to_string();
+    let mut new_text = doc.to_string();
+    // toml_edit ends lines with LF and drops a byte order mark: a file written with
+    // CR LF, or with a mark (both allowed, as the module allows them), keeps them.
+    if text.contains("\r\n") && !text.replace("\r\n", "").contains('\n') {
+        new_text = new_text.replace("\r\n", "\n").replace('\n', "\r\n");
+    }
+    if text.starts_with(BOM) && !new_text.starts_with(BOM) {
+        new_text.insert(0, BOM);
+    }
     if new_text == text {
         return Ok(None);
     }
-    Config::parse(&new_text).map_err(|why| format!("the result would be invalid: {why}"))?;
+    // The module's reader has the last word on what may be written.
+    Config::parse(&new_text).map_err(|why| {
+        not_changed(format!(
+            "the edited file would not load: {}",
+            ConfigError::Invalid(path.to_path_buf(), why)
+        ))
+    })?;
     Ok(Some(new_text))
 }
 
@@ -264,6 +298,10 @@ mod tests {
 
     const SHIPPED: &str = include_str!("../../../config/config.toml");
 
+    fn edit(text: &str, change: &Change) -> std::result::Result<Option<String>, String> {
+        edit_policy(Path::new("/etc/pam_totp/config.toml"), text, change)
+    }
+
     fn change(level: Level, group: Option<&str>) -> Change {
         Change {
             level,
@@ -273,7 +311,7 @@ mod tests {
 
     #[test]
     fn host_wide_keeps_comments_and_layout() {
-        let out = edit_policy(SHIPPED, &change(Level::Mandatory, None))
+        let out = edit(SHIPPED, &change(Level::Mandatory, None))
             .unwrap()
             .unwrap();
         assert!(Config::parse(&out).unwrap().policy.mandatory);
@@ -284,16 +322,14 @@ mod tests {
         let diff: Vec<(&&str, &&str)> = before.iter().zip(&after).filter(|(a, b)| a != b).collect();
         assert_eq!(diff, vec![(&"mandatory = false", &"mandatory = true")]);
         // And back.
-        let back = edit_policy(&out, &change(Level::Optional, None))
-            .unwrap()
-            .unwrap();
+        let back = edit(&out, &change(Level::Optional, None)).unwrap().unwrap();
         assert_eq!(back, SHIPPED);
     }
 
     #[test]
     fn trailing_comments_survive() {
         let text = "# top\n[policy]\nmandatory = false   # host-wide\n# after\n";
-        let out = edit_policy(text, &change(Level::Mandatory, None))
+        let out = edit(text, &change(Level::Mandatory, None))
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -304,11 +340,11 @@ mod tests {
 
     #[test]
     fn groups_are_added_and_removed() {
-        let out = edit_policy(SHIPPED, &change(Level::Mandatory, Some("admins")))
+        let out = edit(SHIPPED, &change(Level::Mandatory, Some("admins")))
             .unwrap()
             .unwrap();
         assert!(out.contains("mandatory_groups = [\"admins\"]"), "{out}");
-        let out = edit_policy(&out, &change(Level::Mandatory, Some("sudo")))
+        let out = edit(&out, &change(Level::Mandatory, Some("sudo")))
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -316,17 +352,17 @@ mod tests {
             vec!["admins".to_string(), "sudo".to_string()]
         );
         assert_eq!(
-            edit_policy(&out, &change(Level::Mandatory, Some("sudo"))).unwrap(),
+            edit(&out, &change(Level::Mandatory, Some("sudo"))).unwrap(),
             None
         );
-        let out = edit_policy(&out, &change(Level::Optional, Some("admins")))
+        let out = edit(&out, &change(Level::Optional, Some("admins")))
             .unwrap()
             .unwrap();
         assert_eq!(
             Config::parse(&out).unwrap().policy.mandatory_groups,
             vec!["sudo".to_string()]
         );
-        let out = edit_policy(&out, &change(Level::Optional, Some("sudo")))
+        let out = edit(&out, &change(Level::Optional, Some("sudo")))
             .unwrap()
             .unwrap();
         assert_eq!(out, SHIPPED, "back to the original text");
@@ -336,7 +372,7 @@ mod tests {
     #[test]
     fn a_missing_policy_table_is_created() {
         let text = "# only a store\n[store]\npath = \"/x/y.db\"\n";
-        let out = edit_policy(text, &change(Level::Mandatory, Some("wheel")))
+        let out = edit(text, &change(Level::Mandatory, Some("wheel")))
             .unwrap()
             .unwrap();
         assert!(out.starts_with("# only a store\n[store]\n"));
@@ -347,35 +383,90 @@ mod tests {
 
     #[test]
     fn nothing_to_change() {
+        assert_eq!(edit(SHIPPED, &change(Level::Optional, None)).unwrap(), None);
         assert_eq!(
-            edit_policy(SHIPPED, &change(Level::Optional, None)).unwrap(),
-            None
-        );
-        assert_eq!(
-            edit_policy(SHIPPED, &change(Level::Optional, Some("nobody"))).unwrap(),
+            edit(SHIPPED, &change(Level::Optional, Some("nobody"))).unwrap(),
             None
         );
     }
 
     #[test]
     fn invalid_results_are_refused() {
-        let err = edit_policy(SHIPPED, &change(Level::Mandatory, Some("bad:group"))).unwrap_err();
-        assert!(err.contains("invalid"), "{err}");
-        let err = edit_policy(
+        let err = edit(SHIPPED, &change(Level::Mandatory, Some("bad:group"))).unwrap_err();
+        let line = 1 + SHIPPED
+            .lines()
+            .position(|l| l.starts_with("mandatory_groups"))
+            .unwrap();
+        assert_eq!(
+            err,
+            format!(
+                "the edited file would not load: /etc/pam_totp/config.toml:{line}: \
+                 policy.mandatory_groups: \"bad:group\" is not a group name (empty, or with ':' \
+                 or a control character); the file was not changed"
+            )
+        );
+        let err = edit(
             "[policy]\nmandatory_groups = \"sudo\"\n",
             &change(Level::Mandatory, Some("x")),
         )
         .unwrap_err();
-        assert!(err.contains("not a list"), "{err}");
-        assert!(edit_policy("policy = 3\n", &change(Level::Mandatory, None)).is_err());
-        assert!(edit_policy("[policy\n", &change(Level::Mandatory, None)).is_err());
+        assert_eq!(
+            err,
+            "/etc/pam_totp/config.toml: policy.mandatory_groups is not a list; the file was not changed"
+        );
+        assert!(edit("policy = 3\n", &change(Level::Mandatory, None)).is_err());
+        assert!(edit("[policy\n", &change(Level::Mandatory, None)).is_err());
         // An existing unknown key makes every result invalid.
-        let err = edit_policy(
+        let err = edit(
             "[policy]\nmandatroy = false\n",
             &change(Level::Mandatory, None),
         )
         .unwrap_err();
-        assert!(err.contains("unknown"), "{err}");
+        assert!(
+            err.contains("/etc/pam_totp/config.toml:2: policy.mandatroy: unknown key"),
+            "{err}"
+        );
+    }
+
+    /// Whatever way the file spells its policy (dotted keys, an inline table, CR LF
+    /// line ends, a byte order mark), the edit lands in it and the module's reader
+    /// reads the result.
+    #[test]
+    fn every_spelling_is_edited_in_place() {
+        for (text, want) in [
+            (
+                "policy.mandatory = false # host\npolicy.exempt_groups = []\n",
+                "policy.mandatory = true # host\npolicy.exempt_groups = []\n",
+            ),
+            (
+                "policy = { mandatory = false, exempt_groups = [] }\n",
+                "policy = { mandatory = true, exempt_groups = [] }\n",
+            ),
+            (
+                "[policy]\r\nmandatory = false\r\n",
+                "[policy]\r\nmandatory = true\r\n",
+            ),
+            (
+                "\u{feff}[policy]\nmandatory = false\n",
+                "\u{feff}[policy]\nmandatory = true\n",
+            ),
+        ] {
+            let out = edit(text, &change(Level::Mandatory, None))
+                .unwrap()
+                .unwrap();
+            assert_eq!(out, want, "{text:?}");
+            assert!(Config::parse(&out).unwrap().policy.mandatory);
+        }
+        let out = edit(
+            "policy.mandatory_groups = [\"sudo\"]\n",
+            &change(Level::Mandatory, Some("admins")),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            Config::parse(&out).unwrap().policy.mandatory_groups,
+            ["sudo", "admins"]
+        );
     }
 
     #[test]
