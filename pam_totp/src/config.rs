@@ -63,8 +63,6 @@ pub struct PolicyConfig {
     pub enroll_at_login: bool,
     pub enroll_confirm_codes: u32,
     pub failmode: FailMode,
-    /// How long an answer to the code prompt may take.
-    pub prompt_timeout: Duration,
 }
 
 /// The default `prompt_timeout`: time to unlock a phone and type a code.
@@ -84,7 +82,6 @@ impl Default for PolicyConfig {
             enroll_at_login: false,
             enroll_confirm_codes: 1,
             failmode: FailMode::Secure,
-            prompt_timeout: Duration(180),
         }
     }
 }

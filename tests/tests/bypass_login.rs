@@ -640,7 +640,7 @@ fn grace_period_without_a_unit_is_refused() {
     );
     assert!(
         stderr.contains("grace_period")
-            && stderr.contains("line 2")
+            && stderr.contains("config.toml:2:")
             && stderr.contains(sb.config_path().to_str().unwrap()),
         "{stderr}"
     );
