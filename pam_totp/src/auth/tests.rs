@@ -5,7 +5,7 @@ use crate::config::Duration;
 use crate::otp::{code_for_step, step_at, Algorithm, OtpParams};
 use crate::recovery;
 use crate::secret::SecretKey;
-use crate::store::{Enrollment, SqliteStore};
+use crate::store::{EnrollMode, Enrollment, SqliteStore, DEFAULT_FACTOR};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -40,9 +40,12 @@ fn enrolled_store(recovery_codes: &[&str]) -> SqliteStore {
         .enroll(
             "alice",
             &Enrollment {
+                name: DEFAULT_FACTOR,
                 secret: &key(),
                 params: params(),
-                recovery_codes: &hashed,
+                mode: EnrollMode::New,
+                recovery_codes: Some(&hashed),
+                confirmed_step: None,
             },
             NOW - 1000,
         )
@@ -73,8 +76,10 @@ fn attempt(
 ) -> Outcome {
     match start_login(config, store, l, optional(), now).unwrap() {
         Next::AskCode(challenge, _) => {
-            check_answer(config, store, l, &challenge, answer, now).unwrap()
+            check_answer(config, store, l, &challenge, answer, now, now).unwrap()
         }
+        // Locked already: refused before any prompt.
+        Next::Done(outcome @ Outcome::Denied(DenyReason::Throttled { .. }), _) => outcome,
         other => panic!("expected a prompt, got {other:?}"),
     }
 }
@@ -210,10 +215,13 @@ fn throttle_per_source_with_doubling() {
             Outcome::Denied(DenyReason::WrongCode)
         );
     }
-    // Locked: even the right code fails, and the notice says how long to wait.
+    // Locked: refused without a prompt, and the notice says how long to wait.
     match start_login(&config, &store, &attacker, optional(), NOW + 1).unwrap() {
-        Next::AskCode(challenge, notice) => {
-            assert_eq!(challenge.throttled, Some(59));
+        Next::Done(outcome, notice) => {
+            assert_eq!(
+                outcome,
+                Outcome::Denied(DenyReason::Throttled { wait_secs: 59 })
+            );
             assert_eq!(
                 notice,
                 Some(Notice::Error(
@@ -383,9 +391,12 @@ fn other_algorithms_and_digits() {
             .enroll(
                 "carol",
                 &Enrollment {
+                    name: DEFAULT_FACTOR,
                     secret: &key(),
                     params: p,
-                    recovery_codes: &[],
+                    mode: EnrollMode::New,
+                    recovery_codes: None,
+                    confirmed_step: None,
                 },
                 NOW,
             )

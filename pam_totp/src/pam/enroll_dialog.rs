@@ -15,7 +15,7 @@ use crate::otp::grouped_base32;
 use crate::qr::qr_lines;
 use crate::recovery::HashedCode;
 use crate::stack;
-use crate::store::open_for_login;
+use crate::store::{open_for_login, EnrollMode, DEFAULT_FACTOR};
 use std::cell::Cell;
 use std::ffi::{c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -196,13 +196,18 @@ pub fn store_pending(handle: &Handle, config_path: &Path) -> c_int {
             .map_err(|e| e.to_string())
             .and_then(|config| open_for_login(&config).map_err(|e| e.to_string()))
             .and_then(|store| {
+                // A factor stored meanwhile (another enrollment, root) is never
+                // overwritten by this one.
                 enroll::activate(
                     &*store,
                     &pending.factor,
-                    &pending.recovery,
+                    DEFAULT_FACTOR,
+                    EnrollMode::New,
+                    Some(&pending.recovery),
                     Some(pending.step),
                     super::unix_now(),
                 )
+                .map(|_| ())
                 .map_err(|e| e.to_string())
             })
     };

@@ -18,7 +18,7 @@ use pam_totp::auth::{self, Challenge, DenyReason, Login, Outcome};
 use pam_totp::config::Config;
 use pam_totp::policy::{policy_for, Policy, PolicyReason};
 use pam_totp::recovery::HashedCode;
-use pam_totp::store::{open_for_admin, Store};
+use pam_totp::store::{open_for_changes, open_for_reading, Store};
 use pam_totp::throttle;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -42,10 +42,16 @@ impl Ctx {
         Ok(Config::load(&self.config_path)?)
     }
 
-    /// The store: a SQLite file created (directory 0700, file 0600) or migrated when
-    /// needed, or the PostgreSQL server of `[store] backend = "postgresql"`.
+    /// The store, for a command that changes it: an existing SQLite file of this
+    /// version's schema (only `store init` creates or migrates one), or the PostgreSQL
+    /// server of `[store] backend = "postgresql"`.
     pub fn store(&self, config: &Config) -> Result<Box<dyn Store>> {
-        Ok(open_for_admin(config)?)
+        Ok(open_for_changes(config)?)
+    }
+
+    /// The store, for a command that only reads it: SQLite opened read-only.
+    pub fn store_for_reading(&self, config: &Config) -> Result<Box<dyn Store>> {
+        Ok(open_for_reading(config)?)
     }
 }
 
@@ -59,7 +65,9 @@ pub fn now() -> i64 {
 
 /// The user's policy as a login without a remote host sees it.
 pub fn user_policy(config: &Config, user: &str) -> Result<(Policy, PolicyReason)> {
-    let mut membership = Membership::new(user);
+    let account = pam_totp::account::canonical_account(user)?
+        .ok_or_else(|| Error::failed(format!("no such user: {user}")))?;
+    let mut membership = Membership::new(&account);
     Ok(policy_for(&config.policy, None, &mut |g| {
         membership.is_member(g)
     })?)
@@ -104,7 +112,7 @@ pub fn prove_possession(
     for _ in 0..MAX_TRIES {
         let now = now();
         let state = store.login_state(user, SOURCE)?;
-        let Some(factor) = state.factor else {
+        if state.factors.is_empty() {
             return Err(Error::failed(format!("{user} has no second factor")));
         };
         if let Some(wait) = throttle::wait_secs(state.pair, state.user, now, &config.throttle) {
@@ -114,13 +122,19 @@ pub fn prove_possession(
             )));
         }
         let challenge = Challenge {
-            factor,
-            throttled: None,
-            failures: state.pair.failures,
+            factors: state.factors,
         };
         let answer = terminal::ask("Current code from your app (or a recovery code): ", false)?;
-        match auth::check_answer(config, store, &login, &challenge, &answer, now)? {
+        // The time the answer arrived; the check counts against the user's limits.
+        let answered_at = self::now();
+        match auth::check_answer(config, store, &login, &challenge, &answer, now, answered_at)? {
             Outcome::Success(_) => return Ok(()),
+            Outcome::Denied(DenyReason::Throttled { wait_secs }) => {
+                audit::refused(&ctx.caller, action, user, "throttled");
+                return Err(Error::refused(format!(
+                    "too many wrong codes: try again in {wait_secs} s"
+                )));
+            }
             Outcome::Denied(DenyReason::Replayed) => {
                 terminal::say("That code was already used. Wait for the next one.")?;
             }
