@@ -218,7 +218,11 @@ impl<'a> Membership<'a> {
         if self.gids.is_none() {
             self.gids = Some(group_list(self.account)?);
         }
-        Ok(self.gids.as_deref().unwrap_or_default().contains(&found.gid))
+        Ok(self
+            .gids
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&found.gid))
     }
 }
 
@@ -240,7 +244,9 @@ mod tests {
     #[test]
     fn unknown_user_is_none() {
         assert!(lookup_user("no-such-user-pam-totp").unwrap().is_none());
-        assert!(canonical_account("no-such-user-pam-totp").unwrap().is_none());
+        assert!(canonical_account("no-such-user-pam-totp")
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -145,9 +145,7 @@ impl fmt::Display for Outcome {
                     DenyReason::PromptTimedOut => {
                         f.write_str("answer came after prompt_timeout")?
                     }
-                    DenyReason::FactorChanged => {
-                        f.write_str("factor changed during the login")?
-                    }
+                    DenyReason::FactorChanged => f.write_str("factor changed during the login")?,
                 }
                 f.write_str("\"")
             }
@@ -339,9 +337,7 @@ fn verify_answer(
         match store.accept_step(login.user, factor.id, step, now)? {
             StepOutcome::Accepted => return Ok(Outcome::Success(Method::Code)),
             StepOutcome::Replayed => replayed = true,
-            StepOutcome::FactorChanged => {
-                return Ok(Outcome::Denied(DenyReason::FactorChanged))
-            }
+            StepOutcome::FactorChanged => return Ok(Outcome::Denied(DenyReason::FactorChanged)),
         }
     }
     if replayed {

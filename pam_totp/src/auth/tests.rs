@@ -423,3 +423,150 @@ fn dates() {
     assert_eq!(format_utc(951_782_400), "2000-02-29 00:00 UTC");
     assert_eq!(format_utc(1_800_000_000), "2027-01-15 08:00 UTC");
 }
+
+/// Starts a login and returns the challenge it asks a code for.
+fn challenge_for(config: &Config, store: &SqliteStore, l: &Login<'_>, now: i64) -> Challenge {
+    match start_login(config, store, l, optional(), now).unwrap() {
+        Next::AskCode(challenge, _) => *challenge,
+        other => panic!("expected a prompt, got {other:?}"),
+    }
+}
+
+/// Ten sessions all shown the prompt before any answers: their answers get no more
+/// checks than `max_failures`, and the right code answered last is refused too.
+#[test]
+fn sessions_held_at_the_prompt_get_no_more_checks_than_max_failures() {
+    let config = Config::default();
+    let store = enrolled_store(&[]);
+    let l = login("alice", Some("203.0.113.9"));
+    let held: Vec<Challenge> = (0..10)
+        .map(|_| challenge_for(&config, &store, &l, NOW))
+        .collect();
+    let wrong = Answer::from("000000");
+    let mut outcomes: Vec<Outcome> = held[..9]
+        .iter()
+        .map(|c| check_answer(&config, &store, &l, c, &wrong, NOW, NOW + 1).unwrap())
+        .collect();
+    outcomes.push(
+        check_answer(
+            &config,
+            &store,
+            &l,
+            &held[9],
+            &code_at_offset(0),
+            NOW,
+            NOW + 1,
+        )
+        .unwrap(),
+    );
+    let checked = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::Denied(DenyReason::WrongCode))
+        .count();
+    assert_eq!(checked, 5, "{outcomes:?}");
+    assert!(
+        outcomes[5..]
+            .iter()
+            .all(|o| matches!(o, Outcome::Denied(DenyReason::Throttled { .. }))),
+        "{outcomes:?}"
+    );
+}
+
+/// The code is checked against the time the answer arrived, not the time of the prompt.
+#[test]
+fn an_answer_is_checked_at_the_time_it_arrived() {
+    let config = Config::default();
+    let store = enrolled_store(&[]);
+    let l = login("alice", Some("192.0.2.5"));
+    let held = challenge_for(&config, &store, &l, NOW);
+    // The prompt's code, typed three steps later (window 1).
+    assert_eq!(
+        check_answer(
+            &config,
+            &store,
+            &l,
+            &held,
+            &code_at_offset(0),
+            NOW,
+            NOW + 90
+        )
+        .unwrap(),
+        Outcome::Denied(DenyReason::WrongCode)
+    );
+    let held = challenge_for(&config, &store, &l, NOW);
+    assert_eq!(
+        check_answer(
+            &config,
+            &store,
+            &l,
+            &held,
+            &code_at_offset(3),
+            NOW,
+            NOW + 90
+        )
+        .unwrap(),
+        Outcome::Success(Method::Code)
+    );
+}
+
+/// An answer later than prompt_timeout is refused unchecked and counts nothing.
+#[test]
+fn an_answer_after_the_prompt_timeout_is_refused_unchecked() {
+    let config = Config::default();
+    let store = enrolled_store(&[]);
+    let l = login("alice", Some("192.0.2.6"));
+    let held = challenge_for(&config, &store, &l, NOW);
+    let late = NOW + config.policy.prompt_timeout.secs() as i64 + 1;
+    let step_late = (late - NOW) / 30;
+    assert_eq!(
+        check_answer(
+            &config,
+            &store,
+            &l,
+            &held,
+            &code_at_offset(step_late),
+            NOW,
+            late
+        )
+        .unwrap(),
+        Outcome::Denied(DenyReason::PromptTimedOut)
+    );
+    // An answer "before" the prompt (a clock stepped back) is refused the same way.
+    assert_eq!(
+        check_answer(&config, &store, &l, &held, &code_at_offset(0), NOW, NOW - 1).unwrap(),
+        Outcome::Denied(DenyReason::PromptTimedOut)
+    );
+    let (pairs, window) = store.throttle_state("alice").unwrap();
+    assert!(
+        pairs.is_empty() && window.failures == 0,
+        "{pairs:?} {window:?}"
+    );
+}
+
+/// A factor replaced while the prompt was open: the old key's code is refused.
+#[test]
+fn a_factor_replaced_at_the_prompt_refuses_the_old_keys_code() {
+    let config = Config::default();
+    let store = enrolled_store(&[]);
+    let l = login("alice", Some("192.0.2.7"));
+    let held = challenge_for(&config, &store, &l, NOW);
+    store.remove_factors("alice", None).unwrap();
+    let other = SecretKey::from_bytes(b"abcdefghijabcdefghij".to_vec());
+    store
+        .enroll(
+            "alice",
+            &Enrollment {
+                name: crate::store::DEFAULT_FACTOR,
+                secret: &other,
+                params: params(),
+                mode: crate::store::EnrollMode::New,
+                recovery_codes: None,
+                confirmed_step: None,
+            },
+            NOW,
+        )
+        .unwrap();
+    let outcome =
+        check_answer(&config, &store, &l, &held, &code_at_offset(0), NOW, NOW + 1).unwrap();
+    assert_eq!(outcome, Outcome::Denied(DenyReason::FactorChanged));
+}

@@ -146,8 +146,7 @@ unsafe extern "C" fn drop_pending(
         // SAFETY: data is the Box leaked by Handle::set_data in enroll_at_login,
         // handed back by libpam exactly once.
         let pending = unsafe { Box::from_raw(data.cast::<Pending>()) };
-        if pending.stored.get() || status & super::ffi::PAM_DATA_REPLACE != 0 || pamh.is_null()
-        {
+        if pending.stored.get() || status & super::ffi::PAM_DATA_REPLACE != 0 || pamh.is_null() {
             return;
         }
         // SAFETY: libpam passes its live handle to the clean-up function during pam_end.

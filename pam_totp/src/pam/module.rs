@@ -215,8 +215,16 @@ fn decide(
             };
             // The code is checked against the time the answer arrived.
             let answered_at = unix_now();
-            auth::check_answer(config, &*store, login, &challenge, &answer, asked_at, answered_at)
-                .unwrap_or_else(|e| Outcome::Unavailable(e.to_string()))
+            auth::check_answer(
+                config,
+                &*store,
+                login,
+                &challenge,
+                &answer,
+                asked_at,
+                answered_at,
+            )
+            .unwrap_or_else(|e| Outcome::Unavailable(e.to_string()))
         }
         Next::EnrollNow => enroll_at_login(handle, config, login),
     }
