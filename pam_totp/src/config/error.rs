@@ -235,7 +235,7 @@ fn first_setting(text: &str, span: std::ops::Range<usize>) -> Option<String> {
             let start = key.span().start;
             if key.get_ref() == name
                 && start < before
-                && best.as_ref().map_or(true, |b| start > b.0)
+                && best.as_ref().is_none_or(|b| start > b.0)
             {
                 *best = Some((start, path.join(".")));
             }
