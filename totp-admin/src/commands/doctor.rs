@@ -55,6 +55,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let mut findings = Vec::new();
     let config = check_config(&ctx.config_path, &mut findings);
     if let Some(config) = &config {
+        findings.extend(check_groups(config));
         match config.store.backend {
             Backend::Sqlite => check_store(&config.store.path, &mut findings),
             Backend::Postgresql => check_pg_store(config, &mut findings),
@@ -145,6 +146,52 @@ fn check_config(path: &Path, findings: &mut Vec<Finding>) -> Option<Config> {
             None
         }
     }
+}
+
+/// Every group the policy names must resolve: a mandatory group that resolves nowhere
+/// (a typo, a directory that is down) makes nobody mandatory, and one whose lookup
+/// fails refuses every login that asks about it.
+fn check_groups(config: &Config) -> Vec<Finding> {
+    let policy = &config.policy;
+    let named = policy
+        .mandatory_groups
+        .iter()
+        .map(|g| ("mandatory_groups", g))
+        .chain(policy.exempt_groups.iter().map(|g| ("exempt_groups", g)));
+    let mut findings = Vec::new();
+    for (key, group) in named {
+        // Debug form: quoted, control characters escaped.
+        let shown = format!("{group:?}");
+        match pam_totp::account::lookup_group(group) {
+            Ok(Some(_)) => {}
+            Ok(None) => findings.push(finding(
+                "groups",
+                Level::Fail,
+                format!("policy.{key} names group {shown}, which resolves nowhere (NSS knows no such group)"),
+                format!("create the group, or correct policy.{key}"),
+            )),
+            Err(e) => findings.push(finding(
+                "groups",
+                Level::Fail,
+                format!(
+                    "policy.{key} names group {shown}, which cannot be looked up ({}): every login that asks about it is refused",
+                    e.to_string().escape_debug()
+                ),
+                "check the directory service (sssd, winbind, LDAP) and /etc/nsswitch.conf",
+            )),
+        }
+    }
+    if findings.is_empty()
+        && (!policy.mandatory_groups.is_empty() || !policy.exempt_groups.is_empty())
+    {
+        findings.push(finding(
+            "groups",
+            Level::Ok,
+            "every group the policy names resolves",
+            "",
+        ));
+    }
+    findings
 }
 
 fn check_store(path: &Path, findings: &mut Vec<Finding>) {
