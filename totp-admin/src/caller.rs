@@ -14,27 +14,39 @@ use std::ffi::{CStr, OsString};
 pub const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What [`harden`] found out about the process.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Process {
     /// The real uid at start: who ran the tool.
     pub real_uid: libc::uid_t,
+    /// The real gid at start.
+    pub real_gid: libc::gid_t,
+    /// The supplementary groups at start (the caller's).
+    pub groups: Vec<libc::gid_t>,
     /// Whether the effective uid is root (installed setuid root, or run by root).
     pub effective_root: bool,
 }
 
 /// Makes the process safe before anything else runs. For a caller other than root:
 /// the environment is replaced by a fixed one, the umask is 077, the process cannot be
-/// traced, dumped or signalled by the caller (all its uids become root; the caller
-/// is remembered in [`Process::real_uid`]). Standard descriptors that were closed are
+/// traced, dumped or signalled by the caller. Standard descriptors that were closed are
 /// opened on /dev/null, so a file the tool opens cannot become someone's stdout.
+///
+/// The caller is identified here, by the real ids the kernel gave the process (read
+/// first, kept in [`Process`]); right after, every uid and gid becomes root. From then
+/// on the caller cannot signal the process (kill needs their uid as its real or saved
+/// uid): no `kill -STOP` while it holds the store. [`as_caller`] gives the real ids
+/// back for the one step that needs them, the password check.
 pub fn harden() -> Process {
     ensure_standard_fds();
-    // SAFETY: getuid and geteuid cannot fail and have no preconditions.
-    let (real_uid, effective_uid) = unsafe { (libc::getuid(), libc::geteuid()) };
+    // SAFETY: getuid, getgid and geteuid cannot fail and have no preconditions.
+    let (real_uid, real_gid, effective_uid) =
+        unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) };
+    let groups = supplementary_groups();
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0o077) };
-    // A stopped process would hold the store's write lock and stall every login:
-    // the terminal's stop keys are ignored...
+    // A stopped process would hold the store: the terminal's stop keys (and a
+    // background read or write on the terminal) are ignored for the whole run, so
+    // also while the store is open...
     for signal in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
         // SAFETY: SIG_IGN for a catchable signal; no handler code runs.
         unsafe { libc::signal(signal, libc::SIG_IGN) };
@@ -43,23 +55,72 @@ pub fn harden() -> Process {
         clear_environment();
         if effective_uid == 0 {
             // ... and, with every uid root, the caller can no longer send signals
-            // (kill -STOP) to the process. Files it creates belong to root:root. The
-            // caller's identity was taken from the real uid above.
-            // SAFETY: plain ids; with euid 0 these calls cannot be refused.
-            let (gid_rc, uid_rc) = unsafe { (libc::setresgid(0, 0, 0), libc::setresuid(0, 0, 0)) };
-            if gid_rc != 0 || uid_rc != 0 {
-                std::process::exit(1);
-            }
+            // (kill -STOP) to the process. Files it creates belong to root:root.
+            set_ids(0, 0);
         }
     }
-    // Secrets pass through memory: no core file, no ptrace. Set last: a change of
-    // credentials resets the flag.
-    // SAFETY: PR_SET_DUMPABLE with 0 takes no pointers.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    no_dumps();
     Process {
         real_uid,
+        real_gid,
+        groups,
         effective_root: effective_uid == 0,
     }
+}
+
+/// Real ids `uid` and `gid`, effective and saved ids root. Exits when the kernel
+/// refuses: the process must not go on with ids other than the ones it expects.
+fn set_ids(uid: libc::uid_t, gid: libc::gid_t) {
+    // SAFETY: plain ids; with euid 0 these calls cannot be refused.
+    let (gid_rc, uid_rc) = unsafe { (libc::setresgid(gid, 0, 0), libc::setresuid(uid, 0, 0)) };
+    if gid_rc != 0 || uid_rc != 0 {
+        std::process::exit(1);
+    }
+    no_dumps();
+}
+
+/// Secrets pass through memory: no core file, no ptrace. Set after every change of
+/// ids, since a change of credentials can reset the flag.
+fn no_dumps() {
+    // SAFETY: PR_SET_DUMPABLE with 0 takes no pointers.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
+/// Runs `f` with the caller's real uid and gid (effective and saved ids stay root),
+/// then makes every id root again.
+///
+/// This is for the password check alone. PAM modules look at the real uid to learn
+/// who is asking: pam_rootok passes anyone whose real uid is 0, and with every id
+/// root (as [`harden`] leaves a setuid run) a `pam_rootok` line in
+/// /etc/pam.d/totp-admin would let any user enroll without their password. With the
+/// real uid the caller's, the stack runs as it would for `passwd` or `chsh`: the
+/// modules still read /etc/shadow and write pam_faillock's tally with euid 0.
+///
+/// While `f` runs the caller may signal the process (its real uid is theirs again).
+/// Nothing a login needs is held then: the password check comes before any write to
+/// the store, and no store transaction is open across it.
+pub fn as_caller<T>(process: &Process, f: impl FnOnce() -> T) -> T {
+    if process.real_uid == 0 || !process.effective_root {
+        return f();
+    }
+    set_ids(process.real_uid, process.real_gid);
+    let result = f();
+    set_ids(0, 0);
+    result
+}
+
+/// The supplementary groups of the process.
+fn supplementary_groups() -> Vec<libc::gid_t> {
+    // SAFETY: a count query with size 0 writes nothing.
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let Ok(count) = usize::try_from(count) else {
+        return Vec::new();
+    };
+    let mut groups = vec![0 as libc::gid_t; count];
+    // SAFETY: groups has room for `count` gids.
+    let got = unsafe { libc::getgroups(count as libc::c_int, groups.as_mut_ptr()) };
+    groups.truncate(usize::try_from(got).unwrap_or(0));
+    groups
 }
 
 fn ensure_standard_fds() {
@@ -128,20 +189,33 @@ impl Caller {
         &self.account.name
     }
 
-    /// The user a command acts on: the caller, or `--user` when that is the caller
-    /// or the caller is root.
-    pub fn target_name(&self, requested: Option<&str>) -> Result<String> {
-        match requested {
-            None => Ok(self.account.name.clone()),
-            Some(name) if name == self.account.name => Ok(name.to_string()),
-            Some(name) if self.is_root() => {
-                check_user_name(name)?;
-                Ok(name.to_string())
-            }
-            Some(name) => Err(Error::refused(format!(
+    /// The account a command acts on: the caller, or `--user` when it names the
+    /// caller or the caller is root. Always the canonical account (see
+    /// [`canonical_account`]), so an alias or another spelling of a name reaches the
+    /// same records. A name NSS does not know comes back as [`Target::Unknown`], for
+    /// root only.
+    pub fn resolve(&self, requested: Option<&str>) -> Result<Target> {
+        let Some(name) = requested else {
+            return Ok(Target::Account(self.account.clone()));
+        };
+        check_user_name(name)?;
+        let found = canonical_account(name)?;
+        match found {
+            Some(account) if account.name == self.account.name => Ok(Target::Account(account)),
+            _ if !self.is_root() => Err(Error::refused(format!(
                 "you may act only on your own account, not on {}",
                 pam_totp::log::quoted(name)
             ))),
+            Some(account) => Ok(Target::Account(account)),
+            None => Ok(Target::Unknown(name.to_string())),
+        }
+    }
+
+    /// [`Caller::resolve`] for commands that need an account NSS knows.
+    pub fn target(&self, requested: Option<&str>) -> Result<Account> {
+        match self.resolve(requested)? {
+            Target::Account(account) => Ok(account),
+            Target::Unknown(name) => Err(no_such_user(&name)),
         }
     }
 
@@ -155,11 +229,39 @@ impl Caller {
     }
 }
 
-/// A user NSS knows, or a one-line error.
+/// Whom a command acts on.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// An account NSS knows, under its canonical name.
+    Account(Account),
+    /// A name NSS does not know (root asked; e.g. a deleted account).
+    Unknown(String),
+}
+
+/// "no such user: NAME".
+pub fn no_such_user(name: &str) -> Error {
+    Error::failed(format!("no such user: {}", crate::output::escaped(name)))
+}
+
+/// The account a typed name stands for, as logins key it: `getpwnam_r(name)`, then the
+/// name `getpwuid_r` gives for its uid. A `useradd -o` alias with alice's uid, or
+/// "ALICE" from a directory that ignores case, becomes "alice". `Ok(None)`: NSS does
+/// not know the name.
+pub fn canonical_account(name: &str) -> Result<Option<Account>> {
+    let Some(typed) = account::lookup_user(name)? else {
+        return Ok(None);
+    };
+    match account::lookup_uid(typed.uid)? {
+        Some(canonical) => Ok(Some(canonical)),
+        // The uid has no entry of its own (an odd directory): keep what was found.
+        None => Ok(Some(typed)),
+    }
+}
+
+/// A user NSS knows, under its canonical name, or a one-line error.
 pub fn lookup_existing(name: &str) -> Result<Account> {
     check_user_name(name)?;
-    account::lookup_user(name)?
-        .ok_or_else(|| Error::failed(format!("no such user: {}", pam_totp::log::quoted(name))))
+    canonical_account(name)?.ok_or_else(|| no_such_user(name))
 }
 
 /// Refuses names no account can have, before they reach NSS, the store or a log.
@@ -221,28 +323,48 @@ mod tests {
         }
     }
 
+    fn name_of(t: Target) -> String {
+        match t {
+            Target::Account(a) => a.name,
+            Target::Unknown(n) => format!("unknown {n}"),
+        }
+    }
+
+    // These use the accounts every system has (root, uid 0) and names none has.
+    const NOBODY_HAS: &str = "no-such-user-totp-admin-test";
+
     #[test]
     fn users_act_on_themselves_only() {
         let alice = caller("alice", 1000);
-        assert_eq!(alice.target_name(None).unwrap(), "alice");
-        assert_eq!(alice.target_name(Some("alice")).unwrap(), "alice");
-        assert!(matches!(
-            alice.target_name(Some("bob")),
-            Err(Error::Refused(_))
-        ));
-        assert!(matches!(
-            alice.target_name(Some("root")),
-            Err(Error::Refused(_))
-        ));
+        assert_eq!(name_of(alice.resolve(None).unwrap()), "alice");
+        for other in ["bob", "root", NOBODY_HAS] {
+            assert!(
+                matches!(alice.resolve(Some(other)), Err(Error::Refused(_))),
+                "{other}"
+            );
+        }
         assert!(alice.require_root("reset").is_err());
     }
 
     #[test]
     fn root_acts_on_anyone_with_a_sane_name() {
         let root = caller("root", 0);
-        assert_eq!(root.target_name(Some("bob")).unwrap(), "bob");
+        assert_eq!(name_of(root.resolve(Some("root")).unwrap()), "root");
+        assert_eq!(
+            name_of(root.resolve(Some(NOBODY_HAS)).unwrap()),
+            format!("unknown {NOBODY_HAS}")
+        );
+        let err = root.target(Some(NOBODY_HAS)).unwrap_err();
+        assert_eq!(err.to_string(), format!("no such user: {NOBODY_HAS}"));
         for bad in ["", "a\nb", "-x", "a:b", "../x", "a b"] {
-            assert!(root.target_name(Some(bad)).is_err(), "{bad:?}");
+            assert!(root.resolve(Some(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn names_are_canonical() {
+        let root = canonical_account("root").unwrap().unwrap();
+        assert_eq!((root.name.as_str(), root.uid), ("root", 0));
+        assert!(canonical_account(NOBODY_HAS).unwrap().is_none());
     }
 }

@@ -6,10 +6,10 @@ use super::{
     MAX_TRIES, SOURCE,
 };
 use crate::audit;
-use crate::caller::lookup_existing;
+use crate::caller;
 use crate::cli::QrChoice;
 use crate::error::{Error, Result};
-use crate::output::emit;
+use crate::output::{emit, escaped};
 use crate::pam_client;
 use crate::terminal::{ask, say};
 use pam_totp::config::QrStyle;
@@ -26,8 +26,7 @@ const MAX_SECRET_INPUT: u64 = 1024;
 /// `enroll --user U --secret-stdin [--json]` (root).
 pub fn known_secret(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     ctx.caller.require_root("enroll --secret-stdin")?;
-    let name = ctx.caller.target_name(user)?;
-    lookup_existing(&name)?;
+    let name = ctx.caller.target(user)?.name;
     let mut input = Zeroizing::new(Vec::with_capacity(256));
     std::io::stdin()
         .lock()
@@ -50,17 +49,14 @@ pub fn known_secret(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     if ctx.json {
         return emit(&recovery_codes_json(&name, &codes));
     }
-    emit(&format!("Enrolled {name}.\n\n"))?;
+    emit(&format!("Enrolled {}.\n\n", escaped(&name)))?;
     emit(&recovery_codes_text(&codes))
 }
 
 /// `enroll [--user U]`: the interactive enrollment.
 pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice) -> Result<()> {
-    let name = ctx.caller.target_name(user)?;
+    let name = ctx.caller.target(user)?.name;
     let for_self = name == ctx.caller.name();
-    if !for_self {
-        lookup_existing(&name)?;
-    }
     let config = ctx.config()?;
     let store = ctx.store(&config)?;
     let existing = store.login_state(&name, SOURCE)?.factor;
@@ -75,8 +71,14 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice) -> Result<()> {
         // A first enrollment by a user: their password, so that someone at an
         // unlocked terminal cannot bind their own phone to the account.
         None if !ctx.caller.is_root() => {
-            say(&format!("Setting up two-factor authentication for {name}."))?;
-            if let Err(e) = pam_client::check_password(&name) {
+            say(&format!(
+                "Setting up two-factor authentication for {}.",
+                escaped(&name)
+            ))?;
+            let checked = caller::as_caller(&ctx.process, || {
+                pam_client::check_password(&name, &ctx.caller.tty)
+            });
+            if let Err(e) = checked {
                 audit::refused(&ctx.caller, "enroll", &name, "password not accepted");
                 return Err(e);
             }
@@ -104,8 +106,9 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice) -> Result<()> {
     };
     audit::done(&ctx.caller, "enroll", &name, detail);
     emit(&format!(
-        "\nTwo-factor authentication is set up for {name}. From now on, type the code \
-         from your app after your password.\n\n"
+        "\nTwo-factor authentication is set up for {}. From now on, type the code \
+         from your app after your password.\n\n",
+        escaped(&name)
     ))?;
     emit(&recovery_codes_text(&codes))
 }

@@ -7,10 +7,9 @@
 
 use super::{now, Ctx};
 use crate::audit;
-use crate::caller::lookup_existing;
 use crate::cli::ImportGoogleArgs;
 use crate::error::{Error, Result};
-use crate::output::emit;
+use crate::output::{emit, escaped, escaped_path};
 use pam_totp::enroll::{self, NewFactor};
 use pam_totp::gauth::parse_google_authenticator;
 use pam_totp::otp::{Algorithm, OtpParams};
@@ -26,8 +25,8 @@ const MAX_FILE_BYTES: u64 = 4096;
 /// `import google-authenticator --user U [FILE]` (root).
 pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
     ctx.caller.require_root("import")?;
-    let name = ctx.caller.target_name(Some(&args.user))?;
-    let account = lookup_existing(&name)?;
+    let account = ctx.caller.target(Some(&args.user))?;
+    let name = account.name.clone();
     // The user's own file must be theirs (or root's); a file root names is trusted.
     let (path, owner) = match &args.file {
         Some(p) => (p.clone(), None),
@@ -38,7 +37,7 @@ pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
     };
     let text = read_small_file(&path, owner)?;
     let parsed = parse_google_authenticator(&text)
-        .map_err(|why| Error::failed(format!("{}: {why}", path.display())))?;
+        .map_err(|why| Error::failed(format!("{}: {why}", escaped_path(&path))))?;
     let config = ctx.config()?;
     let store = ctx.store(&config)?;
     let params = OtpParams {
@@ -74,10 +73,13 @@ pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
         path.display()
     );
     audit::done(&ctx.caller, "import", &name, &summary);
-    let mut out =
-        format!("Imported for {name}: the {summary}; the scratch codes work as recovery codes.\n");
+    let mut out = format!(
+        "Imported for {}: the {}; the scratch codes work as recovery codes.\n",
+        escaped(&name),
+        escaped(&summary)
+    );
     for note in &parsed.notes {
-        out.push_str(&format!("Note: {note}.\n"));
+        out.push_str(&format!("Note: {}.\n", escaped(note)));
     }
     emit(&out)
 }
@@ -85,7 +87,7 @@ pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
 /// Reads a small regular file without following a symlink; `owner`, when given, must
 /// own it (or root).
 fn read_small_file(path: &Path, owner: Option<libc::uid_t>) -> Result<Zeroizing<String>> {
-    let fail = |why: String| Error::failed(format!("{}: {why}", path.display()));
+    let fail = |why: String| Error::failed(format!("{}: {why}", escaped_path(path)));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)

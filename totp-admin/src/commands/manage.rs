@@ -1,12 +1,12 @@
 //! The changes to one user's factor: `disable`, `reset`, `unlock`, `recovery-codes`.
 
 use super::{
-    new_recovery_codes, prove_possession, recovery_codes_json, recovery_codes_text, user_policy,
-    Ctx, SOURCE,
+    new_recovery_codes, prove_possession, recovery_codes_json, recovery_codes_text, shown_reason,
+    user_policy, Ctx, SOURCE,
 };
 use crate::audit;
 use crate::error::{Error, Result};
-use crate::output::emit;
+use crate::output::{emit, escaped};
 use crate::sessions;
 use pam_totp::config::Config;
 use pam_totp::policy::Policy;
@@ -18,19 +18,25 @@ pub fn disable(ctx: &Ctx) -> Result<()> {
     let config = ctx.config()?;
     let store = ctx.store(&config)?;
     if store.login_state(&name, SOURCE)?.factor.is_none() {
-        return Err(Error::failed(format!("{name} has no second factor")));
+        return Err(Error::failed(format!(
+            "{} has no second factor",
+            escaped(&name)
+        )));
     };
     prove_possession(ctx, &config, &store, &name, "disable")?;
     store.remove_user(&name)?;
     audit::done(&ctx.caller, "disable", &name, "");
-    emit(&format!("Two-factor authentication is off for {name}.\n"))?;
-    emit(&mandatory_note(&config, &name))
+    emit(&format!(
+        "Two-factor authentication is off for {}.\n",
+        escaped(&name)
+    ))?;
+    emit(&mandatory_note(ctx, &config, &name))
 }
 
 /// `reset --user U [--logout]` (root): factor, recovery codes and lockouts removed.
 pub fn reset(ctx: &Ctx, user: &str, logout: bool) -> Result<()> {
     ctx.caller.require_root("reset")?;
-    let name = ctx.caller.target_name(Some(user))?;
+    let name = ctx.caller.target(Some(user))?.name;
     let config = ctx.config()?;
     let store = ctx.store(&config)?;
     let had = store.remove_user(&name)?;
@@ -40,18 +46,21 @@ pub fn reset(ctx: &Ctx, user: &str, logout: bool) -> Result<()> {
         &name,
         if had { "factor removed" } else { "no factor" },
     );
+    let shown = escaped(&name);
     if had {
         emit(&format!(
-            "Removed the second factor, recovery codes and lockouts of {name}.\n"
+            "Removed the second factor, recovery codes and lockouts of {shown}.\n"
         ))?;
     } else {
-        emit(&format!("{name} had no second factor; lockouts cleared.\n"))?;
+        emit(&format!(
+            "{shown} had no second factor; lockouts cleared.\n"
+        ))?;
     }
-    emit(&mandatory_note(&config, &name))?;
+    emit(&mandatory_note(ctx, &config, &name))?;
     if logout {
         let how = sessions::end_sessions(&name)?;
         audit::done(&ctx.caller, "logout", &name, &how);
-        emit(&format!("Ended the sessions of {name} ({how}).\n"))?;
+        emit(&format!("Ended the sessions of {shown} ({how}).\n"))?;
     }
     Ok(())
 }
@@ -59,24 +68,26 @@ pub fn reset(ctx: &Ctx, user: &str, logout: bool) -> Result<()> {
 /// `unlock --user U` (root).
 pub fn unlock(ctx: &Ctx, user: &str) -> Result<()> {
     ctx.caller.require_root("unlock")?;
-    let name = ctx.caller.target_name(Some(user))?;
+    let name = ctx.caller.target(Some(user))?.name;
     let config = ctx.config()?;
     let store = ctx.store(&config)?;
     store.unlock(&name)?;
     audit::done(&ctx.caller, "unlock", &name, "");
     emit(&format!(
-        "Cleared the failed attempts and lockouts of {name}.\n"
+        "Cleared the failed attempts and lockouts of {}.\n",
+        escaped(&name)
     ))
 }
 
 /// `recovery-codes [--user U]`: a new set; a user proves they hold the factor first.
 pub fn recovery_codes(ctx: &Ctx, user: Option<&str>) -> Result<()> {
-    let name = ctx.caller.target_name(user)?;
+    let name = ctx.caller.target(user)?.name;
     let config = ctx.config()?;
     let store = ctx.store(&config)?;
     if store.login_state(&name, SOURCE)?.factor.is_none() {
         return Err(Error::failed(format!(
-            "{name} has no second factor: enroll first"
+            "{} has no second factor: enroll first",
+            escaped(&name)
         )));
     };
     if !ctx.caller.is_root() {
@@ -98,7 +109,7 @@ pub fn recovery_codes(ctx: &Ctx, user: Option<&str>) -> Result<()> {
 }
 
 /// What happens at the next login of a user without a factor who must have one.
-fn mandatory_note(config: &Config, user: &str) -> String {
+fn mandatory_note(ctx: &Ctx, config: &Config, user: &str) -> String {
     match user_policy(config, user) {
         Ok((Policy::Mandatory, reason)) => {
             let next = if config.policy.enroll_at_login {
@@ -108,7 +119,11 @@ fn mandatory_note(config: &Config, user: &str) -> String {
             } else {
                 "they cannot log in until they enroll again (totp-admin enroll, or root with --user)"
             };
-            format!("A second factor is mandatory for {user} ({reason}): {next}.\n")
+            format!(
+                "A second factor is mandatory for {} ({}): {next}.\n",
+                escaped(user),
+                shown_reason(&ctx.caller, &reason)
+            )
         }
         _ => String::new(),
     }

@@ -10,8 +10,9 @@ pub mod status;
 pub mod store;
 
 use crate::audit;
-use crate::caller::Caller;
+use crate::caller::{Caller, Process};
 use crate::error::{Error, Result};
+use crate::output::escaped;
 use crate::terminal;
 use pam_totp::account::Membership;
 use pam_totp::auth::{self, Challenge, DenyReason, Login, Outcome};
@@ -32,6 +33,8 @@ pub const SOURCE: &str = "totp-admin";
 pub const MAX_TRIES: u32 = 3;
 
 pub struct Ctx {
+    /// The ids the process started with (for the password check).
+    pub process: Process,
     pub caller: Caller,
     pub config_path: PathBuf,
     pub json: bool,
@@ -63,6 +66,27 @@ pub fn user_policy(config: &Config, user: &str) -> Result<(Policy, PolicyReason)
     Ok(policy_for(&config.policy, None, &mut |g| {
         membership.is_member(g)
     })?)
+}
+
+/// Why a policy applies, as the caller may see it: root sees the rule (the group or
+/// network, escaped); a user sees it in general terms, never which groups or networks
+/// the configuration lists.
+pub fn shown_reason(caller: &Caller, reason: &PolicyReason) -> String {
+    if caller.is_root() {
+        return escaped(&reason.to_string());
+    }
+    general_reason(reason).to_string()
+}
+
+/// A policy reason without the configured names.
+pub fn general_reason(reason: &PolicyReason) -> &'static str {
+    match reason {
+        PolicyReason::ExemptGroup(_) => "member of an exempt group",
+        PolicyReason::ExemptNetwork(_) => "source inside an exempt network",
+        PolicyReason::MandatoryHost => "mandatory for every user on this host",
+        PolicyReason::MandatoryGroup(_) => "member of a group for which it is mandatory",
+        PolicyReason::Default => "no rule applies",
+    }
 }
 
 /// Whether the user must wait anywhere: a locked source or the per-user ceiling.
@@ -105,7 +129,10 @@ pub fn prove_possession(
         let now = now();
         let state = store.login_state(user, SOURCE)?;
         let Some(factor) = state.factor else {
-            return Err(Error::failed(format!("{user} has no second factor")));
+            return Err(Error::failed(format!(
+                "{} has no second factor",
+                escaped(user)
+            )));
         };
         if let Some(wait) = throttle::wait_secs(state.pair, state.user, now, &config.throttle) {
             audit::refused(&ctx.caller, action, user, "throttled");
@@ -160,7 +187,7 @@ pub fn recovery_codes_text(codes: &[Zeroizing<String>]) -> Zeroizing<String> {
 /// wiping memory.
 pub fn recovery_codes_json(user: &str, codes: &[Zeroizing<String>]) -> Zeroizing<String> {
     let mut text = Zeroizing::new(String::from("{\"user\":"));
-    text.push_str(&serde_json::Value::from(user).to_string());
+    text.push_str(&crate::output::json_text(&serde_json::Value::from(user)));
     text.push_str(",\"recovery_codes\":[");
     for (i, code) in codes.iter().enumerate() {
         if i > 0 {
@@ -178,6 +205,32 @@ pub fn recovery_codes_json(user: &str, codes: &[Zeroizing<String>]) -> Zeroizing
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_see_reasons_in_general_terms() {
+        use pam_totp::account::Account;
+        let who = |uid| Caller {
+            account: Account {
+                name: if uid == 0 { "root" } else { "alice" }.into(),
+                uid,
+                gid: uid,
+                home: "/".into(),
+            },
+            tty: "none".into(),
+            login_uid: None,
+        };
+        let reason = PolicyReason::ExemptGroup("break\x1bglass".into());
+        assert_eq!(
+            shown_reason(&who(0), &reason),
+            "member of exempt group break\\x1bglass"
+        );
+        assert_eq!(
+            shown_reason(&who(1000), &reason),
+            "member of an exempt group"
+        );
+        let reason = PolicyReason::MandatoryGroup("admins".into());
+        assert!(!shown_reason(&who(1000), &reason).contains("admins"));
+    }
 
     #[test]
     fn recovery_json_is_valid() {

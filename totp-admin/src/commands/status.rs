@@ -1,23 +1,29 @@
 //! `status` and `list`: who is enrolled, their policy, lockouts and recovery codes.
 
-use super::{lockouts, now, user_policy, Ctx};
+use super::{lockouts, now, shown_reason, user_policy, Ctx};
+use crate::caller::{no_such_user, Target};
 use crate::error::Result;
-use crate::output::{boxed, emit, emit_json, field_table, time_or_never, yes_no};
+use crate::output::{boxed, emit, emit_json, escaped, field_table, time_or_never, yes_no};
 use pam_totp::store::Store;
 use serde_json::json;
 
 /// `status [--user U]`.
 pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
-    let name = ctx.caller.target_name(user)?;
+    let target = ctx.caller.resolve(user)?;
+    let name = match &target {
+        Target::Account(a) => a.name.clone(),
+        Target::Unknown(n) => n.clone(),
+    };
     let config = ctx.config()?;
     let store = ctx.store(&config)?;
     let now = now();
     let factor = store.login_state(&name, "")?.factor;
-    if factor.is_none() && name != ctx.caller.name() {
+    if factor.is_none() && matches!(target, Target::Unknown(_)) {
         // Unknown to NSS and not in the store: most likely a typo.
-        crate::caller::lookup_existing(&name)?;
+        return Err(no_such_user(&name));
     }
     let (policy, reason) = user_policy(&config, &name)?;
+    let reason = shown_reason(&ctx.caller, &reason);
     let (locked, locked_sources) = lockouts(&config, &store, &name, now)?;
     let left = if factor.is_some() {
         store.recovery_codes_left(&name)?
@@ -30,14 +36,14 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
             "user": name,
             "enrolled": factor.is_some(),
             "policy": policy.as_str(),
-            "reason": reason.to_string(),
+            "reason": reason,
             "locked": locked,
             "recovery_codes_left": left,
             "last_used": last_used,
         }));
     }
     let mut rows = vec![
-        ("user".to_string(), name.clone()),
+        ("user".to_string(), escaped(&name)),
         ("enrolled".to_string(), yes_no(factor.is_some())),
         (
             "policy".to_string(),
@@ -48,7 +54,7 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     for (source, wait) in &locked_sources {
         rows.push((
             "locked from".to_string(),
-            format!("{source} for {wait} s more"),
+            format!("{} for {wait} s more", escaped(source)),
         ));
     }
     if let Some(f) = &factor {
@@ -94,7 +100,7 @@ pub fn list(ctx: &Ctx) -> Result<()> {
             }));
         } else {
             rows.push(vec![
-                u.user.clone(),
+                escaped(&u.user),
                 policy.to_string(),
                 time_or_never(Some(u.created_at)),
                 time_or_never(u.last_used_at),

@@ -5,7 +5,7 @@ use super::Ctx;
 use crate::audit;
 use crate::cli::{StoreCopyArgs, StoreInitArgs};
 use crate::error::{Error, Result};
-use crate::output::emit;
+use crate::output::{emit, escaped};
 use pam_totp::config::{Backend, Config};
 use pam_totp::store::{open_for_admin, SqliteStore, SCHEMA_VERSION};
 
@@ -23,7 +23,7 @@ pub fn init(ctx: &Ctx, args: &StoreInitArgs) -> Result<()> {
             store.integrity_check()?;
             format!(
                 "Store {} is ready (schema version {SCHEMA_VERSION}).\n",
-                config.store.path.display()
+                describe(&config)
             )
         }
         Backend::Postgresql => init_postgresql(&config, args.login_role.as_deref())?,
@@ -51,21 +51,23 @@ fn init_postgresql(config: &Config, login_role: Option<&str>) -> Result<String> 
     };
     if let Some(role) = login_role {
         text.push_str(&format!(
-            "Granted role {role} what a login needs (read factors, update steps and throttle rows).\n"
+            "Granted role {} what a login needs (read factors, update steps and throttle rows).\n",
+            escaped(role)
         ));
     }
     Ok(text)
 }
 
-/// The store a configuration names, for messages.
+/// The store a configuration names, for messages (escaped: the strings come from a
+/// configuration file).
 fn describe(config: &Config) -> String {
     let s = &config.store;
-    match s.backend {
+    escaped(&match s.backend {
         Backend::Sqlite => s.path.display().to_string(),
         Backend::Postgresql => {
             format!("postgresql://{}@{}:{}/{}", s.user, s.host, s.port, s.dbname)
         }
-    }
+    })
 }
 
 pub fn copy(ctx: &Ctx, args: &StoreCopyArgs) -> Result<()> {
