@@ -34,8 +34,8 @@ pub struct Process {
 /// The caller is identified here, by the real ids the kernel gave the process (read
 /// first, kept in [`Process`]); right after, every uid and gid becomes root. From then
 /// on the caller cannot signal the process (kill needs their uid as its real or saved
-/// uid): no `kill -STOP` while it holds the store. [`as_caller`] gives the real ids
-/// back for the one step that needs them, the password check.
+/// uid): no `kill -STOP` while it holds the store. The one step that needs the
+/// caller's real ids, the password check, runs in a child ([`in_child_as_caller`]).
 pub fn harden() -> Process {
     ensure_standard_fds();
     // SAFETY: getuid, getgid and geteuid cannot fail and have no preconditions.
@@ -86,27 +86,219 @@ fn no_dumps() {
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 }
 
-/// Runs `f` with the caller's real uid and gid (effective and saved ids stay root),
-/// then makes every id root again.
+/// Runs `f` in a child process whose real uid and gid are the caller's (effective
+/// and saved ids stay root), and waits for it. `f`'s error comes back as the result.
 ///
 /// This is for the password check alone. PAM modules look at the real uid to learn
-/// who is asking: pam_rootok passes anyone whose real uid is 0, and with every id
-/// root (as [`harden`] leaves a setuid run) a `pam_rootok` line in
-/// /etc/pam.d/totp-admin would let any user enroll without their password. With the
-/// real uid the caller's, the stack runs as it would for `passwd` or `chsh`: the
-/// modules still read /etc/shadow and write pam_faillock's tally with euid 0.
+/// who is asking: pam_rootok passes anyone whose real uid is 0, and with every id root
+/// (as [`harden`] leaves a setuid run) a `pam_rootok` line in /etc/pam.d/totp-admin
+/// would let any user enroll without their password. With the real uid the caller's,
+/// the stack runs as it does for `passwd` or `chsh`; the modules still read
+/// /etc/shadow and write pam_faillock's tally with euid 0.
 ///
-/// While `f` runs the caller may signal the process (its real uid is theirs again).
-/// Nothing a login needs is held then: the password check comes before any write to
-/// the store, and no store transaction is open across it.
-pub fn as_caller<T>(process: &Process, f: impl FnOnce() -> T) -> T {
+/// Why a child rather than switching the real uid back and forth here: a process
+/// whose real uid is the caller's can be signalled by the caller (`kill -STOP`). The
+/// child holds nothing anyone else needs (the store is not open; its caller opens it
+/// after the check), and this process stays beyond the caller's signals throughout.
+/// While it waits, this process ignores the terminal's fatal signals; when the child
+/// dies of one (Ctrl-C at the password prompt, after it put the terminal back), this
+/// process then dies of the same signal, as if it had been the one interrupted.
+pub fn in_child_as_caller(process: &Process, f: impl FnOnce() -> Result<()>) -> Result<()> {
     if process.real_uid == 0 || !process.effective_root {
         return f();
     }
-    set_ids(process.real_uid, process.real_gid);
-    let result = f();
-    set_ids(0, 0);
-    result
+    // After fork the child runs PAM, which is only sound when no other thread could
+    // hold a lock (malloc's, stdio's) at the moment of the fork.
+    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count());
+    if !matches!(threads, Ok(1)) {
+        return Err(Error::failed(
+            "cannot check the password: the process is not single-threaded",
+        ));
+    }
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::failed(format!(
+            "cannot check the password: pipe: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let (read_end, write_end) = (fds[0], fds[1]);
+    // The fatal signals stay blocked from before the fork until this process ignores
+    // them, so none lands in between.
+    let blocked = FatalSignals::block();
+    // SAFETY: the process is single-threaded (checked above), so the child may run any
+    // code; it leaves only through _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        blocked.unblock();
+        // SAFETY: the child's copy of the read end is not used.
+        unsafe { libc::close(read_end) };
+        set_ids(process.real_uid, process.real_gid);
+        let (code, message) = match f() {
+            Ok(()) => (0, String::new()),
+            Err(Error::Refused(m)) => (1, m),
+            Err(Error::Failed(m)) => (2, m),
+        };
+        write_all(write_end, message.as_bytes());
+        // SAFETY: _exit ends the child without running this process's destructors or
+        // atexit handlers (the parent owns those).
+        unsafe { libc::_exit(code) };
+    }
+    // SAFETY: the parent's copy of the write end is not used.
+    unsafe { libc::close(write_end) };
+    if pid < 0 {
+        let err = std::io::Error::last_os_error();
+        blocked.unblock();
+        // SAFETY: read_end is ours and not used afterwards.
+        unsafe { libc::close(read_end) };
+        return Err(Error::failed(format!(
+            "cannot check the password: fork: {err}"
+        )));
+    }
+    let ignored = blocked.ignore_then_unblock();
+    let message = read_message(read_end);
+    // SAFETY: read_end is ours and not used afterwards.
+    unsafe { libc::close(read_end) };
+    let status = wait_for(pid);
+    ignored.restore();
+    match status {
+        ChildEnd::Exited(0) => Ok(()),
+        ChildEnd::Exited(1) => Err(Error::Refused(message)),
+        ChildEnd::Exited(_) => Err(Error::Failed(message)),
+        ChildEnd::Signalled(sig) => {
+            if FATAL_SIGNALS.contains(&sig) {
+                // SAFETY: raise with the disposition this process had before; the
+                // default ends it with `sig`, as the interrupted child was.
+                unsafe { libc::raise(sig) };
+            }
+            Err(Error::refused(format!(
+                "the password check was ended by signal {sig}"
+            )))
+        }
+    }
+}
+
+/// The signals that end the program at a prompt (Ctrl-C, Ctrl-\\, a hang-up, kill).
+const FATAL_SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP];
+
+/// The fatal signals blocked, and the mask to go back to.
+struct FatalSignals {
+    old_mask: libc::sigset_t,
+}
+
+impl FatalSignals {
+    fn block() -> FatalSignals {
+        // SAFETY: all-zero sigsets are valid to initialise with sigemptyset; the
+        // pointers passed are valid for the calls.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in FATAL_SIGNALS {
+                libc::sigaddset(&mut set, sig);
+            }
+            let mut old_mask: libc::sigset_t = std::mem::zeroed();
+            libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old_mask);
+            FatalSignals { old_mask }
+        }
+    }
+
+    fn unblock(&self) {
+        // SAFETY: restores the mask sigprocmask returned.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
+    }
+
+    /// Ignores the fatal signals (a pending one is dropped), then unblocks them.
+    fn ignore_then_unblock(self) -> IgnoredSignals {
+        let mut saved = Vec::with_capacity(FATAL_SIGNALS.len());
+        for sig in FATAL_SIGNALS {
+            // SAFETY: all-zero sigaction values are valid to fill in; SIG_IGN runs no
+            // code.
+            unsafe {
+                let mut ignore: libc::sigaction = std::mem::zeroed();
+                ignore.sa_sigaction = libc::SIG_IGN;
+                libc::sigemptyset(&mut ignore.sa_mask);
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, &ignore, &mut old) == 0 {
+                    saved.push((sig, old));
+                }
+            }
+        }
+        self.unblock();
+        IgnoredSignals { saved }
+    }
+}
+
+/// The actions to put back once the child has ended.
+struct IgnoredSignals {
+    saved: Vec<(libc::c_int, libc::sigaction)>,
+}
+
+impl IgnoredSignals {
+    fn restore(self) {
+        for (sig, old) in &self.saved {
+            // SAFETY: puts back the action sigaction returned for this signal.
+            unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
+        }
+    }
+}
+
+enum ChildEnd {
+    Exited(i32),
+    Signalled(libc::c_int),
+}
+
+fn wait_for(pid: libc::pid_t) -> ChildEnd {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: status is a valid out-pointer; pid is our child.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            if libc::WIFSIGNALED(status) {
+                return ChildEnd::Signalled(libc::WTERMSIG(status));
+            }
+            return ChildEnd::Exited(libc::WEXITSTATUS(status));
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return ChildEnd::Exited(2);
+        }
+    }
+}
+
+/// Longest error message the child sends back.
+const MAX_MESSAGE: usize = 4096;
+
+fn read_message(fd: libc::c_int) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    while out.len() < MAX_MESSAGE {
+        // SAFETY: buf is writable for its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            0 => break,
+            n if n > 0 => out.extend_from_slice(&buf[..n as usize]),
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => break,
+        }
+    }
+    out.truncate(MAX_MESSAGE);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn write_all(fd: libc::c_int, mut bytes: &[u8]) {
+    bytes = &bytes[..bytes.len().min(MAX_MESSAGE)];
+    while !bytes.is_empty() {
+        // SAFETY: bytes is readable for its length.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n > 0 {
+            bytes = &bytes[n as usize..];
+        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {
+            continue;
+        } else {
+            return;
+        }
+    }
 }
 
 /// The supplementary groups of the process.

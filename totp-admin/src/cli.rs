@@ -103,6 +103,10 @@ pub struct EnrollArgs {
     #[arg(long)]
     pub secret_stdin: bool,
 
+    /// Replace the factor already enrolled (a user confirms it with a current code first)
+    #[arg(long)]
+    pub replace: bool,
+
     /// How to draw the QR code
     #[arg(long, value_enum, value_name = "STYLE", default_value = "color")]
     pub qr: QrChoice,
@@ -158,6 +162,10 @@ pub struct ImportGoogleArgs {
     /// The file (default: ~USER/.google_authenticator)
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
+
+    /// Replace the factor the user already has
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Subcommand)]

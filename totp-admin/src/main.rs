@@ -65,9 +65,11 @@ fn run(process: &Process, cli: Cli) -> Result<()> {
     };
     match &cli.command {
         Command::Enroll(a) if a.secret_stdin => {
-            commands::enroll::known_secret(&ctx, a.user.as_deref())
+            commands::enroll::known_secret(&ctx, a.user.as_deref(), a.replace)
         }
-        Command::Enroll(a) => commands::enroll::interactive(&ctx, a.user.as_deref(), a.qr),
+        Command::Enroll(a) => {
+            commands::enroll::interactive(&ctx, a.user.as_deref(), a.qr, a.replace)
+        }
         Command::Status(a) => commands::status::status(&ctx, a.user.as_deref()),
         Command::Disable => commands::manage::disable(&ctx),
         Command::Reset(a) => commands::manage::reset(&ctx, &a.user, a.logout),

@@ -23,8 +23,8 @@ use zeroize::Zeroizing;
 /// Longest input `--secret-stdin` reads: a 1024-bit key in base32 with spaces.
 const MAX_SECRET_INPUT: u64 = 1024;
 
-/// `enroll --user U --secret-stdin [--json]` (root).
-pub fn known_secret(ctx: &Ctx, user: Option<&str>) -> Result<()> {
+/// `enroll --user U --secret-stdin [--replace] [--json]` (root).
+pub fn known_secret(ctx: &Ctx, user: Option<&str>, replace: bool) -> Result<()> {
     ctx.caller.require_root("enroll --secret-stdin")?;
     let name = ctx.caller.target(user)?.name;
     let mut input = Zeroizing::new(Vec::with_capacity(256));
@@ -44,46 +44,86 @@ pub fn known_secret(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     let store = ctx.store(&config)?;
     let factor = enroll::factor_from_secret(&config, &name, &enroll::hostname(), key);
     let (codes, hashed) = new_recovery_codes(config.recovery.codes)?;
+    let existed = has_factor(&*store, &name)?;
+    if existed && !replace {
+        return Err(already_enrolled(&name, "--secret-stdin --replace"));
+    }
     enroll::activate(&store, &factor, &hashed, None, now())?;
-    audit::done(&ctx.caller, "enroll", &name, "key from standard input");
+    let detail = if existed {
+        "replaced factor, key from standard input"
+    } else {
+        "key from standard input"
+    };
+    audit::done(&ctx.caller, "enroll", &name, detail);
     if ctx.json {
         return emit(&recovery_codes_json(&name, &codes));
     }
-    emit(&format!("Enrolled {}.\n\n", escaped(&name)))?;
+    let verb = if existed {
+        "Replaced the factor of"
+    } else {
+        "Enrolled"
+    };
+    emit(&format!("{verb} {}.\n\n", escaped(&name)))?;
     emit(&recovery_codes_text(&codes))
 }
 
-/// `enroll [--user U]`: the interactive enrollment.
-pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice) -> Result<()> {
+/// Whether `user` has a factor now.
+fn has_factor(store: &dyn Store, user: &str) -> Result<bool> {
+    Ok(store.login_state(user, SOURCE)?.factor.is_some())
+}
+
+/// The refusal to replace a factor without `--replace`.
+pub fn already_enrolled(user: &str, flag: &str) -> Error {
+    Error::failed(format!(
+        "{} already has a second factor: to replace it, add {flag}",
+        escaped(user)
+    ))
+}
+
+/// `enroll [--user U] [--replace]`: the interactive enrollment.
+///
+/// The order keeps the store free while people type: a first look (reading only)
+/// decides what must be proven; the password check runs before the store is opened
+/// for changes; the code that proves a current factor is checked in short store
+/// steps; the new key is shown and confirmed with nothing held; the factor is written
+/// in one transaction at the end, and only then are the recovery codes printed.
+pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice, replace: bool) -> Result<()> {
     let name = ctx.caller.target(user)?.name;
     let for_self = name == ctx.caller.name();
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
-    let existing = store.login_state(&name, SOURCE)?.factor;
-    match &existing {
-        // Replacing a factor: prove you hold it. Root replacing someone else's factor
-        // could as well reset it, so needs no code.
-        Some(factor) if for_self => {
-            say("You already have a second factor: confirm it to replace it.")?;
-            prove_possession(ctx, &config, &store, &name, "enroll")?;
-        }
-        Some(_) => {}
+    let existed = {
+        let store = ctx.store(&config)?;
+        has_factor(&*store, &name)?
+    };
+    if existed && !replace {
+        let flag = if for_self {
+            "--replace"
+        } else {
+            "--user USER --replace"
+        };
+        return Err(already_enrolled(&name, flag));
+    }
+    if !existed && !ctx.caller.is_root() {
         // A first enrollment by a user: their password, so that someone at an
         // unlocked terminal cannot bind their own phone to the account.
-        None if !ctx.caller.is_root() => {
-            say(&format!(
-                "Setting up two-factor authentication for {}.",
-                escaped(&name)
-            ))?;
-            let checked = caller::as_caller(&ctx.process, || {
-                pam_client::check_password(&name, &ctx.caller.tty)
-            });
-            if let Err(e) = checked {
-                audit::refused(&ctx.caller, "enroll", &name, "password not accepted");
-                return Err(e);
-            }
+        say(&format!(
+            "Setting up two-factor authentication for {}.",
+            escaped(&name)
+        ))?;
+        let checked = caller::in_child_as_caller(&ctx.process, || {
+            pam_client::check_password(&name, &ctx.caller.tty)
+        });
+        if let Err(e) = checked {
+            audit::refused(&ctx.caller, "enroll", &name, "password not accepted");
+            return Err(e);
         }
-        None => {}
+    }
+    let store = ctx.store(&config)?;
+    if existed && for_self {
+        // Replacing your own factor: prove you hold it. Root replacing someone
+        // else's factor could as well reset it, so needs no code.
+        say("You already have a second factor: confirm it to replace it.")?;
+        prove_possession(ctx, &config, &store, &name, "enroll")?;
     }
 
     let factor = enroll::new_factor(&config, &name, &enroll::hostname())
@@ -99,7 +139,7 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice) -> Result<()> {
     let (codes, hashed) = new_recovery_codes(config.recovery.codes)?;
     // The confirmation code is recorded as used: it cannot also open a login.
     enroll::activate(&store, &factor, &hashed, Some(step), now())?;
-    let detail = if existing.is_some() {
+    let detail = if existed {
         "replaced factor"
     } else {
         "new factor"

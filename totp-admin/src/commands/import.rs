@@ -65,6 +65,10 @@ pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
         .collect::<std::io::Result<Vec<HashedCode>>>()
         .map_err(|e| Error::failed(format!("cannot store the scratch codes: {e}")))?;
     let last_used = parsed.used_steps.iter().copied().max();
+    let existed = store.login_state(&name, super::SOURCE)?.factor.is_some();
+    if existed && !args.replace {
+        return Err(super::enroll::already_enrolled(&name, "--replace"));
+    }
     enroll::activate(&store, &factor, &hashed, last_used, now())?;
     let summary = format!(
         "key (every {} s) and {} scratch codes from {}",
@@ -72,7 +76,12 @@ pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
         hashed.len(),
         path.display()
     );
-    audit::done(&ctx.caller, "import", &name, &summary);
+    let detail = if existed {
+        format!("replaced factor: {summary}")
+    } else {
+        summary.clone()
+    };
+    audit::done(&ctx.caller, "import", &name, &detail);
     let mut out = format!(
         "Imported for {}: the {}; the scratch codes work as recovery codes.\n",
         escaped(&name),
