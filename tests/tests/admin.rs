@@ -1054,3 +1054,190 @@ fn users_see_their_own_policy_without_the_lists() {
         assert!(run.stdout.contains(listed), "{run:?}");
     }
 }
+
+/// Two interactive enrollments of one user at once: both show a key, both are
+/// confirmed; exactly one is stored, the other says why.
+const RACE_SCRIPT: &str = r#"
+set timeout 30
+proc to_code {id} {
+    expect {
+        -i $id "Password: " { send -i $id "$::env(TA_PASSWORD)\r" }
+        timeout { exit 10 }
+    }
+    expect {
+        -i $id -re {Key: ([A-Z2-7 ]+)\r?\n} { set key [string map {" " ""} $expect_out(1,string)] }
+        timeout { exit 11 }
+    }
+    expect {
+        -i $id "Code: " {}
+        timeout { exit 12 }
+    }
+    return $key
+}
+spawn setpriv --reuid=$env(TA_USER) --regid=$env(TA_USER) --init-groups -- $env(TA_BIN) enroll --qr none
+set first $spawn_id
+set key1 [to_code $first]
+spawn setpriv --reuid=$env(TA_USER) --regid=$env(TA_USER) --init-groups -- $env(TA_BIN) enroll --qr none
+set second $spawn_id
+set key2 [to_code $second]
+send -i $first "[exec oathtool --totp -b $key1]\r"
+expect {
+    -i $first eof {}
+    timeout { exit 13 }
+}
+set r1 [wait -i $first]
+send -i $second "[exec oathtool --totp -b $key2]\r"
+expect {
+    -i $second eof {}
+    timeout { exit 14 }
+}
+set r2 [wait -i $second]
+puts "\nEXPECT-RACE: [lindex $r1 3] [lindex $r2 3] $key1 $key2"
+"#;
+
+#[test]
+fn of_two_enrollments_at_once_exactly_one_is_stored() {
+    let w = world("admin-race", "");
+    wait_for_fresh_step(30, 12);
+    let run = w.expect(
+        RACE_SCRIPT,
+        &[
+            ("TA_USER", "alice"),
+            ("TA_BIN", w.bin.to_str().unwrap()),
+            ("TA_PASSWORD", PASSWORD),
+        ],
+    );
+    assert_eq!(run.code, 0, "expect failed: {}{}", run.stdout, run.stderr);
+    let text = strip_ansi(&run.stdout);
+    let result: Vec<String> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("EXPECT-RACE: "))
+        .expect("result line")
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    assert_eq!(&result[..2], ["0", "1"], "{text}");
+    assert!(
+        text.contains("a factor named default was enrolled for alice meanwhile"),
+        "{text}"
+    );
+    // The first key is the one stored.
+    wait_for_fresh_step(30, 8);
+    assert!(login(&w, "alice", &code(&result[2], 0)).auth_is("PAM_SUCCESS"));
+    assert!(login(&w, "alice", &code(&result[3], 30)).auth_is("PAM_AUTH_ERR"));
+}
+
+/// Replacing a factor is explicit (`--replace`), for every way of enrolling, and is
+/// audited as a replacement.
+#[test]
+fn replacing_a_factor_needs_replace() {
+    let w = world("admin-replace", "");
+    const OTHER: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    w.sb.enroll("alice", SECRET);
+    let again = w.as_root(&["enroll", "--user", "alice", "--secret-stdin"], OTHER);
+    again.assert_refused("--replace");
+    wait_for_fresh_step(30, 8);
+    assert!(login(&w, "alice", &code(SECRET, 0)).auth_is("PAM_SUCCESS"));
+    let replaced = w.as_root(
+        &["enroll", "--user", "alice", "--secret-stdin", "--replace"],
+        OTHER,
+    );
+    replaced.assert_ok();
+    assert!(replaced.stdout.contains("Replaced"), "{replaced:?}");
+    assert!(login(&w, "alice", &code(OTHER, 30)).auth_is("PAM_SUCCESS"));
+    // Interactive, by root for another user: refused before any key is shown.
+    let run = w.as_root(&["enroll", "--user", "alice", "--qr", "none"], "");
+    run.assert_refused("--replace");
+    assert!(!run.stdout.contains("Key: "), "{run:?}");
+    // import google-authenticator over the factor.
+    let file = w.sb.dir.join("ga_file");
+    write_file(
+        &file,
+        &format!("{SECRET}\n\" RATE_LIMIT 3 30\n\" WINDOW_SIZE 3\n\" TOTP_AUTH\n12345678\n"),
+        0o600,
+    );
+    let args = [
+        "import",
+        "google-authenticator",
+        "--user",
+        "alice",
+        file.to_str().unwrap(),
+    ];
+    w.as_root(&args, "").assert_refused("--replace");
+    let mut with_replace = args.to_vec();
+    with_replace.push("--replace");
+    w.as_root(&with_replace, "").assert_ok();
+}
+
+/// `reset` and `unlock` of a name that is no user: exit 1, unless the store holds
+/// records under it (a deleted account), which are removed.
+#[test]
+fn reset_and_unlock_of_unknown_names() {
+    let w = world("admin-unknown-names", "");
+    for action in ["reset", "unlock"] {
+        let run = w.as_root(&[action, "--user", "nosuchuser"], "");
+        run.assert_refused("no such user: nosuchuser");
+        assert!(run.stdout.is_empty(), "{run:?}");
+    }
+    w.sb.add_user("dave", PASSWORD, None, &[]);
+    w.sb.enroll("dave", SECRET);
+    w.sb.run(&["userdel", "dave"]);
+    let run = w.as_root(&["reset", "--user", "dave"], "");
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .contains("dave is not a user any more; removed its records"),
+        "{run:?}"
+    );
+    let list = w.as_root(&["list", "--json"], "");
+    assert!(!list.stdout.contains("dave"), "{list:?}");
+}
+
+/// Only `store init` creates a store: every other command on a missing store says how
+/// to get one back, and creates nothing.
+#[test]
+fn a_missing_store_is_not_recreated() {
+    let w = world("admin-missing-store", "");
+    let store = w.sb.store_path();
+    std::fs::remove_file(&store).unwrap();
+    let missing = format!("store {} is missing", store.display());
+    for args in [&["status"][..], &["recovery-codes"], &["disable"]] {
+        w.as_user("alice", args, "").assert_refused(&missing);
+    }
+    for args in [
+        &["status", "--user", "alice"][..],
+        &["list"],
+        &["reset", "--user", "alice"],
+        &["unlock", "--user", "alice"],
+    ] {
+        w.as_root(args, "").assert_refused(&missing);
+    }
+    w.as_root(&["enroll", "--user", "alice", "--secret-stdin"], SECRET)
+        .assert_refused("totp-admin store init");
+    assert!(!store.exists(), "a command recreated the store");
+    w.as_root(&["store", "init"], "").assert_ok();
+    assert!(store.exists());
+}
+
+/// Every command acts on the canonical account: an alias with alice's uid reaches
+/// alice's records.
+#[test]
+fn aliases_act_on_the_canonical_account() {
+    let w = world("admin-canonical", "");
+    let alice = uid_of(&w, "alice").to_string();
+    w.sb.run(&["useradd", "-o", "-u", &alice, "-g", &alice, "-M", "alias"]);
+    let run = w.as_root(
+        &["--json", "enroll", "--user", "alias", "--secret-stdin"],
+        SECRET,
+    );
+    run.assert_ok();
+    assert!(run.json_has("user", "\"alice\""), "{run:?}");
+    let status = w.as_root(&["status", "--user", "alias", "--json"], "");
+    assert!(status.json_has("user", "\"alice\""), "{status:?}");
+    assert!(status.json_has("enrolled", "true"), "{status:?}");
+    // alice may name herself by the alias too; bob may not.
+    w.as_user("alice", &["status", "--user", "alias"], "")
+        .assert_ok();
+    w.as_user("bob", &["status", "--user", "alias"], "")
+        .assert_refused("your own account");
+}
