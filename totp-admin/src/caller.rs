@@ -135,10 +135,14 @@ pub fn in_child_as_caller(process: &Process, f: impl FnOnce() -> Result<()>) -> 
         // SAFETY: the child's copy of the read end is not used.
         unsafe { libc::close(read_end) };
         set_ids(process.real_uid, process.real_gid);
-        let (code, message) = match f() {
-            Ok(()) => (0, String::new()),
-            Err(Error::Refused(m)) => (1, m),
-            Err(Error::Failed(m)) => (2, m),
+        // A panic must not unwind out of here: the child would go on as a copy of
+        // the tool with the caller's real ids.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let (code, message) = match outcome {
+            Ok(Ok(())) => (0, String::new()),
+            Ok(Err(Error::Refused(m))) => (1, m),
+            Ok(Err(Error::Failed(m))) => (2, m),
+            Err(_) => (2, "the password check failed".to_string()),
         };
         write_all(write_end, message.as_bytes());
         // SAFETY: _exit ends the child without running this process's destructors or
