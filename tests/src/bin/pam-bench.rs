@@ -15,7 +15,7 @@ use pam_totp::otp::{code_at, Algorithm, OtpParams};
 use pam_totp::secret::SecretKey;
 use pam_totp_tests::pam_ffi::*;
 use pam_totp_tests::pipe::{pipe, read_all, write_all};
-use pam_totp_tests::store_support::{edit_records, enrolled, write_records};
+use pam_totp_tests::store_support::{enrolled, forget_logins, write_factors};
 use std::ffi::{c_int, c_void, CString};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -87,7 +87,7 @@ fn setup(kind: &str, dir: &Path, users: usize) {
                 digits: 6,
                 period: 30,
             };
-            write_records(
+            write_factors(
                 &store_path,
                 (0..users).map(|i| {
                     let key = SecretKey::from_bytes(secret(i));
@@ -164,11 +164,7 @@ fn restore(dir: &Path) {
     let st = state(dir);
     let db = st.join("totp.db");
     if db.exists() {
-        edit_records(&db, None, |r| {
-            r.last_step = None;
-            r.window = Default::default();
-            r.sources.clear();
-        });
+        forget_logins(&db);
         return;
     }
     for entry in std::fs::read_dir(&st).unwrap() {

@@ -16,7 +16,8 @@ use pam_totp::config::QrStyle;
 use pam_totp::enroll::{self, confirmation_step, NewFactor};
 use pam_totp::otp::{decode_base32, grouped_base32};
 use pam_totp::qr::{qr_lines, qr_lines_ansi};
-use pam_totp::store::Store;
+use pam_totp::recovery::HashedCode;
+use pam_totp::store::{EnrollMode, Factor, Store, StoreError, DEFAULT_FACTOR};
 use std::io::Read;
 use zeroize::Zeroizing;
 
@@ -41,15 +42,20 @@ pub fn known_secret(ctx: &Ctx, user: Option<&str>, replace: bool) -> Result<()> 
     let key =
         decode_base32(text.trim()).map_err(|e| Error::failed(format!("standard input: {e}")))?;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
+    let store = ctx.store_for_changes(&config)?;
+    let existing = default_factor_id(&*store, &name)?;
+    if existing.is_some() && !replace {
+        return Err(already_enrolled(&name, "--replace"));
+    }
     let factor = enroll::factor_from_secret(&config, &name, &enroll::hostname(), key);
     let (codes, hashed) = new_recovery_codes(config.recovery.codes)?;
-    let existed = has_factor(&*store, &name)?;
-    if existed && !replace {
-        return Err(already_enrolled(&name, "--secret-stdin --replace"));
-    }
-    enroll::activate(&store, &factor, &hashed, None, now())?;
-    let detail = if existed {
+    let mode = if replace {
+        EnrollMode::Replace { expected: None }
+    } else {
+        EnrollMode::New
+    };
+    write(ctx, &*store, &factor, mode, &hashed, None)?;
+    let detail = if existing.is_some() {
         "replaced factor, key from standard input"
     } else {
         "key from standard input"
@@ -58,7 +64,7 @@ pub fn known_secret(ctx: &Ctx, user: Option<&str>, replace: bool) -> Result<()> 
     if ctx.json {
         return emit(&recovery_codes_json(&name, &codes));
     }
-    let verb = if existed {
+    let verb = if existing.is_some() {
         "Replaced the factor of"
     } else {
         "Enrolled"
@@ -67,9 +73,14 @@ pub fn known_secret(ctx: &Ctx, user: Option<&str>, replace: bool) -> Result<()> 
     emit(&recovery_codes_text(&codes))
 }
 
-/// Whether `user` has a factor now.
-fn has_factor(store: &dyn Store, user: &str) -> Result<bool> {
-    Ok(store.login_state(user, SOURCE)?.factor.is_some())
+/// The id of the user's factor named `default`, if there is one.
+pub fn default_factor_id(store: &dyn Store, user: &str) -> Result<Option<i64>> {
+    Ok(store
+        .login_state(user, SOURCE)?
+        .factors
+        .iter()
+        .find(|f| f.name == DEFAULT_FACTOR)
+        .map(|f| f.id))
 }
 
 /// The refusal to replace a factor without `--replace`.
@@ -80,20 +91,48 @@ pub fn already_enrolled(user: &str, flag: &str) -> Error {
     ))
 }
 
+/// Writes the factor `default` and the new recovery codes in one transaction. The
+/// store refuses (and nothing is written) when the factor it finds is not the one
+/// `mode` expects: another enrollment won the race.
+pub fn write(
+    ctx: &Ctx,
+    store: &dyn Store,
+    factor: &NewFactor,
+    mode: EnrollMode,
+    recovery: &[HashedCode],
+    confirmed_step: Option<u64>,
+) -> Result<i64> {
+    enroll::activate(
+        store,
+        factor,
+        DEFAULT_FACTOR,
+        mode,
+        Some(recovery),
+        confirmed_step,
+        now(),
+    )
+    .map_err(|e| {
+        if let StoreError::Exists { .. } = e {
+            audit::refused(&ctx.caller, "enroll", &factor.user, "enrolled meanwhile");
+        }
+        Error::from(e)
+    })
+}
+
 /// `enroll [--user U] [--replace]`: the interactive enrollment.
 ///
-/// The order keeps the store free while people type: a first look (reading only)
-/// decides what must be proven; the password check runs before the store is opened
-/// for changes; the code that proves a current factor is checked in short store
-/// steps; the new key is shown and confirmed with nothing held; the factor is written
-/// in one transaction at the end, and only then are the recovery codes printed.
+/// The order keeps the store free while people type: a first look (read-only)
+/// decides what must be proven; the password check runs in a child before the store
+/// is opened for changes; a code proving the current factor is checked in short store
+/// steps; the new key is shown and confirmed with no transaction open; the factor and
+/// recovery codes are written in one transaction at the end, and only then printed.
 pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice, replace: bool) -> Result<()> {
     let name = ctx.caller.target(user)?.name;
     let for_self = name == ctx.caller.name();
     let config = ctx.config()?;
     let existed = {
-        let store = ctx.store(&config)?;
-        has_factor(&*store, &name)?
+        let store = ctx.store_for_reading(&config)?;
+        default_factor_id(&*store, &name)?.is_some()
     };
     if existed && !replace {
         let flag = if for_self {
@@ -118,13 +157,30 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice, replace: bool) -
             return Err(e);
         }
     }
-    let store = ctx.store(&config)?;
-    if existed && for_self {
-        // Replacing your own factor: prove you hold it. Root replacing someone
-        // else's factor could as well reset it, so needs no code.
-        say("You already have a second factor: confirm it to replace it.")?;
-        prove_possession(ctx, &config, &store, &name, "enroll")?;
-    }
+    let store = ctx.store_for_changes(&config)?;
+    let mode = match default_factor(&*store, &name)? {
+        // Replacing your own factor: prove you hold it; the write then replaces that
+        // factor and no other. Root replacing someone else's could as well reset it.
+        Some(current) if for_self && existed => {
+            say("You already have a second factor: confirm it to replace it.")?;
+            let expected = current.id;
+            prove_possession(ctx, &config, &*store, &name, vec![current], "enroll")?;
+            EnrollMode::Replace {
+                expected: Some(expected),
+            }
+        }
+        Some(_) if existed => EnrollMode::Replace { expected: None },
+        // Enrolled meanwhile, after the first look: the first enrollment wins.
+        Some(_) => return Err(Error::from(enrolled_meanwhile(&name))),
+        // Removed meanwhile (a reset): a first enrollment after all, which for a user
+        // needs the password that was not asked.
+        None if existed && !ctx.caller.is_root() => {
+            return Err(Error::failed(
+                "your second factor was removed meanwhile: run totp-admin enroll again",
+            ))
+        }
+        None => EnrollMode::New,
+    };
 
     let factor = enroll::new_factor(&config, &name, &enroll::hostname())
         .map_err(|e| Error::failed(format!("cannot make a key: {e}")))?;
@@ -138,11 +194,10 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice, replace: bool) -
     };
     let (codes, hashed) = new_recovery_codes(config.recovery.codes)?;
     // The confirmation code is recorded as used: it cannot also open a login.
-    enroll::activate(&store, &factor, &hashed, Some(step), now())?;
-    let detail = if existed {
-        "replaced factor"
-    } else {
-        "new factor"
+    write(ctx, &*store, &factor, mode, &hashed, Some(step))?;
+    let detail = match mode {
+        EnrollMode::New => "new factor",
+        EnrollMode::Replace { .. } => "replaced factor",
     };
     audit::done(&ctx.caller, "enroll", &name, detail);
     emit(&format!(
@@ -151,6 +206,22 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice, replace: bool) -
         escaped(&name)
     ))?;
     emit(&recovery_codes_text(&codes))
+}
+
+/// The user's factor named `default`, if there is one.
+fn default_factor(store: &dyn Store, user: &str) -> Result<Option<Factor>> {
+    Ok(store
+        .login_state(user, SOURCE)?
+        .factors
+        .into_iter()
+        .find(|f| f.name == DEFAULT_FACTOR))
+}
+
+fn enrolled_meanwhile(user: &str) -> StoreError {
+    StoreError::Exists {
+        user: user.to_string(),
+        name: DEFAULT_FACTOR.to_string(),
+    }
 }
 
 /// What the user sees to add the factor to an app: the QR code, the key in groups of

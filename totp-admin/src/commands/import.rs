@@ -5,7 +5,7 @@
 //! The file format is parsed by [`pam_totp::gauth`]; this command reads the file
 //! (small, not a symlink, the user's own) and activates what it holds.
 
-use super::{now, Ctx};
+use super::Ctx;
 use crate::audit;
 use crate::cli::ImportGoogleArgs;
 use crate::error::{Error, Result};
@@ -14,6 +14,7 @@ use pam_totp::enroll::{self, NewFactor};
 use pam_totp::gauth::parse_google_authenticator;
 use pam_totp::otp::{Algorithm, OtpParams};
 use pam_totp::recovery::{self, HashedCode};
+use pam_totp::store::EnrollMode;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
     let parsed = parse_google_authenticator(&text)
         .map_err(|why| Error::failed(format!("{}: {why}", escaped_path(&path))))?;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
+    let store = ctx.store_for_changes(&config)?;
     let params = OtpParams {
         algorithm: Algorithm::Sha1,
         digits: 6,
@@ -65,11 +66,16 @@ pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
         .collect::<std::io::Result<Vec<HashedCode>>>()
         .map_err(|e| Error::failed(format!("cannot store the scratch codes: {e}")))?;
     let last_used = parsed.used_steps.iter().copied().max();
-    let existed = store.login_state(&name, super::SOURCE)?.factor.is_some();
+    let existed = super::enroll::default_factor_id(&*store, &name)?.is_some();
     if existed && !args.replace {
         return Err(super::enroll::already_enrolled(&name, "--replace"));
     }
-    enroll::activate(&store, &factor, &hashed, last_used, now())?;
+    let mode = if args.replace {
+        EnrollMode::Replace { expected: None }
+    } else {
+        EnrollMode::New
+    };
+    super::enroll::write(ctx, &*store, &factor, mode, &hashed, last_used)?;
     let summary = format!(
         "key (every {} s) and {} scratch codes from {}",
         params.period,

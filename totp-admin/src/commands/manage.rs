@@ -1,11 +1,12 @@
 //! The changes to one user's factor: `disable`, `reset`, `unlock`, `recovery-codes`.
 
 use super::{
-    new_recovery_codes, prove_possession, recovery_codes_json, recovery_codes_text, shown_reason,
-    user_policy, Ctx, SOURCE,
+    current_factors, new_recovery_codes, prove_possession, recovery_codes_json,
+    recovery_codes_text, shown_reason, user_policy, Ctx,
 };
 use crate::audit;
-use crate::error::{Error, Result};
+use crate::caller::{no_such_user, Target};
+use crate::error::Result;
 use crate::output::{emit, escaped};
 use crate::sessions;
 use pam_totp::config::Config;
@@ -16,15 +17,10 @@ use pam_totp::store::Store;
 pub fn disable(ctx: &Ctx) -> Result<()> {
     let name = ctx.caller.name().to_string();
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
-    if store.login_state(&name, SOURCE)?.factor.is_none() {
-        return Err(Error::failed(format!(
-            "{} has no second factor",
-            escaped(&name)
-        )));
-    };
-    prove_possession(ctx, &config, &store, &name, "disable")?;
-    store.remove_user(&name)?;
+    let store = ctx.store_for_changes(&config)?;
+    let factors = current_factors(&*store, &name, "")?;
+    prove_possession(ctx, &config, &*store, &name, factors, "disable")?;
+    store.remove_factors(&name, None)?;
     audit::done(&ctx.caller, "disable", &name, "");
     emit(&format!(
         "Two-factor authentication is off for {}.\n",
@@ -36,10 +32,14 @@ pub fn disable(ctx: &Ctx) -> Result<()> {
 /// `reset --user U [--logout]` (root): factor, recovery codes and lockouts removed.
 pub fn reset(ctx: &Ctx, user: &str, logout: bool) -> Result<()> {
     ctx.caller.require_root("reset")?;
-    let name = ctx.caller.target(Some(user))?.name;
+    let target = ctx.caller.resolve(Some(user))?;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
-    let had = store.remove_user(&name)?;
+    let store = ctx.store_for_changes(&config)?;
+    let name = match target {
+        Target::Account(account) => account.name,
+        Target::Unknown(name) => return forget(ctx, &*store, "reset", &name),
+    };
+    let had = store.remove_factors(&name, None)? > 0;
     audit::done(
         &ctx.caller,
         "reset",
@@ -68,14 +68,46 @@ pub fn reset(ctx: &Ctx, user: &str, logout: bool) -> Result<()> {
 /// `unlock --user U` (root).
 pub fn unlock(ctx: &Ctx, user: &str) -> Result<()> {
     ctx.caller.require_root("unlock")?;
-    let name = ctx.caller.target(Some(user))?.name;
+    let target = ctx.caller.resolve(Some(user))?;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
-    store.unlock(&name)?;
-    audit::done(&ctx.caller, "unlock", &name, "");
+    let store = ctx.store_for_changes(&config)?;
+    let name = match target {
+        Target::Account(account) => account.name,
+        Target::Unknown(name) => return forget(ctx, &*store, "unlock", &name),
+    };
+    let had = store.unlock(&name)?;
+    audit::done(
+        &ctx.caller,
+        "unlock",
+        &name,
+        if had { "lockouts cleared" } else { "no lockout" },
+    );
+    if had {
+        emit(&format!(
+            "Cleared the failed attempts and lockouts of {}.\n",
+            escaped(&name)
+        ))
+    } else {
+        emit(&format!(
+            "{} had no failed attempts or lockouts.\n",
+            escaped(&name)
+        ))
+    }
+}
+
+/// `reset` or `unlock` of a name NSS does not know: a typo (exit 1), unless the store
+/// holds records under exactly that name (an account that was deleted), which are
+/// then removed.
+fn forget(ctx: &Ctx, store: &dyn Store, action: &str, name: &str) -> Result<()> {
+    if !store.has_records(name)? {
+        return Err(no_such_user(name));
+    }
+    store.remove_factors(name, None)?;
+    store.unlock(name)?;
+    audit::done(&ctx.caller, action, name, "not a user any more: records removed");
     emit(&format!(
-        "Cleared the failed attempts and lockouts of {}.\n",
-        escaped(&name)
+        "{} is not a user any more; removed its records.\n",
+        escaped(name)
     ))
 }
 
@@ -83,15 +115,10 @@ pub fn unlock(ctx: &Ctx, user: &str) -> Result<()> {
 pub fn recovery_codes(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     let name = ctx.caller.target(user)?.name;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
-    if store.login_state(&name, SOURCE)?.factor.is_none() {
-        return Err(Error::failed(format!(
-            "{} has no second factor: enroll first",
-            escaped(&name)
-        )));
-    };
+    let store = ctx.store_for_changes(&config)?;
+    let factors = current_factors(&*store, &name, ": enroll first")?;
     if !ctx.caller.is_root() {
-        prove_possession(ctx, &config, &store, &name, "recovery-codes")?;
+        prove_possession(ctx, &config, &*store, &name, factors, "recovery-codes")?;
     }
     let (codes, hashed) = new_recovery_codes(config.recovery.codes)?;
     store.replace_recovery_codes(&name, &hashed)?;

@@ -19,7 +19,7 @@ use pam_totp::auth::{self, Challenge, DenyReason, Login, Outcome};
 use pam_totp::config::Config;
 use pam_totp::policy::{policy_for, Policy, PolicyReason};
 use pam_totp::recovery::HashedCode;
-use pam_totp::store::{open_for_admin, Store};
+use pam_totp::store::{open_for_changes, open_for_reading, Factor, Store};
 use pam_totp::throttle;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -45,10 +45,17 @@ impl Ctx {
         Ok(Config::load(&self.config_path)?)
     }
 
-    /// The store: a SQLite file created (directory 0700, file 0600) or migrated when
-    /// needed, or the PostgreSQL server of `[store] backend = "postgresql"`.
-    pub fn store(&self, config: &Config) -> Result<Box<dyn Store>> {
-        Ok(open_for_admin(config)?)
+    /// The store, for a command that changes it: an existing SQLite file of this
+    /// version's schema, or the PostgreSQL server of `[store] backend = "postgresql"`.
+    /// Only `store init` creates or migrates a store.
+    pub fn store_for_changes(&self, config: &Config) -> Result<Box<dyn Store>> {
+        Ok(open_for_changes(config)?)
+    }
+
+    /// The store, for a command that only reads it: SQLite opened read-only; nothing
+    /// is created, migrated or written.
+    pub fn store_for_reading(&self, config: &Config) -> Result<Box<dyn Store>> {
+        Ok(open_for_reading(config)?)
     }
 }
 
@@ -109,14 +116,18 @@ pub fn lockouts(
     Ok((ceiling || !locked_sources.is_empty(), locked_sources))
 }
 
-/// Asks for a current code (or a recovery code) of `factor` until one is right, at
-/// most [`MAX_TRIES`] times. Failures count towards throttling like failed logins;
-/// the accepted code or recovery code is used up.
+/// Asks for a current code of one of `factors` (or a recovery code) until one is
+/// right, at most [`MAX_TRIES`] times. Each answer goes through the same steps as at
+/// login: [`Store::begin_attempt`] decides, when it arrives, whether it may be checked
+/// and counts it against the user's limits (shared with logins); a success gives the
+/// attempt back. The accepted code or recovery code is used up. Nothing is held while
+/// the user types.
 pub fn prove_possession(
     ctx: &Ctx,
     config: &Config,
     store: &dyn Store,
     user: &str,
+    factors: Vec<Factor>,
     action: &str,
 ) -> Result<()> {
     let login = Login {
@@ -125,37 +136,56 @@ pub fn prove_possession(
         rhost: None,
         tty: Some(SOURCE),
     };
+    let mut challenge = Challenge {
+        factors,
+        throttled: None,
+        failures: 0,
+    };
     for _ in 0..MAX_TRIES {
-        let now = now();
         let state = store.login_state(user, SOURCE)?;
-        let Some(factor) = state.factor else {
-            return Err(Error::failed(format!(
-                "{} has no second factor",
-                escaped(user)
-            )));
-        };
-        if let Some(wait) = throttle::wait_secs(state.pair, state.user, now, &config.throttle) {
+        if let Some(wait) = throttle::wait_secs(state.pair, state.user, now(), &config.throttle) {
             audit::refused(&ctx.caller, action, user, "throttled");
-            return Err(Error::refused(format!(
-                "too many wrong codes: try again in {wait} s"
-            )));
+            return Err(too_many(wait));
         }
-        let challenge = Challenge {
-            factor,
-            throttled: None,
-            failures: state.pair.failures,
-        };
+        challenge.failures = state.pair.failures;
         let answer = terminal::ask("Current code from your app (or a recovery code): ", false)?;
-        match auth::check_answer(config, store, &login, &challenge, &answer, now)? {
+        // Checked against the time the answer arrived.
+        match auth::check_answer(config, store, &login, &challenge, &answer, now())? {
             Outcome::Success(_) => return Ok(()),
+            Outcome::Denied(DenyReason::Throttled { wait_secs }) => {
+                audit::refused(&ctx.caller, action, user, "throttled");
+                return Err(too_many(wait_secs));
+            }
             Outcome::Denied(DenyReason::Replayed) => {
                 terminal::say("That code was already used. Wait for the next one.")?;
+            }
+            Outcome::Denied(DenyReason::FactorChanged) => {
+                audit::refused(&ctx.caller, action, user, "factor changed meanwhile");
+                return Err(Error::refused(
+                    "the second factor was changed meanwhile: nothing was changed",
+                ));
             }
             _ => terminal::say("Wrong code.")?,
         }
     }
     audit::refused(&ctx.caller, action, user, "wrong code");
     Err(Error::refused("wrong code: nothing was changed"))
+}
+
+fn too_many(wait: u64) -> Error {
+    Error::refused(format!("too many wrong codes: try again in {wait} s"))
+}
+
+/// The user's factors now, or "USER has no second factor".
+pub fn current_factors(store: &dyn Store, user: &str, hint: &str) -> Result<Vec<Factor>> {
+    let factors = store.login_state(user, SOURCE)?.factors;
+    if factors.is_empty() {
+        return Err(Error::failed(format!(
+            "{} has no second factor{hint}",
+            escaped(user)
+        )));
+    }
+    Ok(factors)
 }
 
 /// `count` new recovery codes and their stored forms.

@@ -7,7 +7,8 @@ use crate::output::{boxed, emit, emit_json, escaped, field_table, time_or_never,
 use pam_totp::store::Store;
 use serde_json::json;
 
-/// `status [--user U]`.
+/// `status [--user U]`. Reads the store read-only, and no key: the factors come from
+/// the summaries `list` uses.
 pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     let target = ctx.caller.resolve(user)?;
     let name = match &target {
@@ -15,26 +16,34 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
         Target::Unknown(n) => n.clone(),
     };
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
+    let store = ctx.store_for_reading(&config)?;
     let now = now();
-    let factor = store.login_state(&name, "")?.factor;
-    if factor.is_none() && matches!(target, Target::Unknown(_)) {
+    let factors = store
+        .list()?
+        .into_iter()
+        .find(|u| u.user == name)
+        .map(|u| u.factors)
+        .unwrap_or_default();
+    let enrolled = !factors.is_empty();
+    if !enrolled && matches!(target, Target::Unknown(_)) && !store.has_records(&name)? {
         // Unknown to NSS and not in the store: most likely a typo.
         return Err(no_such_user(&name));
     }
     let (policy, reason) = user_policy(&config, &name)?;
     let reason = shown_reason(&ctx.caller, &reason);
-    let (locked, locked_sources) = lockouts(&config, &store, &name, now)?;
-    let left = if factor.is_some() {
+    let (locked, locked_sources) = lockouts(&config, &*store, &name, now)?;
+    let left = if enrolled {
         store.recovery_codes_left(&name)?
     } else {
         0
     };
-    let last_used = factor.as_ref().and_then(|f| f.last_used_at);
+    let last_used = factors.iter().filter_map(|f| f.last_used_at).max();
     if ctx.json {
+        let names: Vec<&str> = factors.iter().map(|f| f.name.as_str()).collect();
         return emit_json(&json!({
             "user": name,
-            "enrolled": factor.is_some(),
+            "enrolled": enrolled,
+            "factors": names,
             "policy": policy.as_str(),
             "reason": reason,
             "locked": locked,
@@ -44,7 +53,7 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     }
     let mut rows = vec![
         ("user".to_string(), escaped(&name)),
-        ("enrolled".to_string(), yes_no(factor.is_some())),
+        ("enrolled".to_string(), yes_no(enrolled)),
         (
             "policy".to_string(),
             format!("{} ({reason})", policy.as_str()),
@@ -57,15 +66,24 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
             format!("{} for {wait} s more", escaped(source)),
         ));
     }
-    if let Some(f) = &factor {
-        rows.push(("enrolled on".to_string(), time_or_never(Some(f.created_at))));
+    for f in &factors {
+        let label = |what: &str| {
+            if factors.len() == 1 {
+                what.to_string()
+            } else {
+                format!("{what} ({})", escaped(&f.name))
+            }
+        };
+        rows.push((label("enrolled on"), time_or_never(Some(f.created_at))));
         rows.push((
-            "codes".to_string(),
+            label("codes"),
             format!(
                 "{}, {} digits, every {} s",
-                f.params.algorithm, f.params.digits, f.params.period
+                f.algorithm, f.digits, f.period
             ),
         ));
+    }
+    if enrolled {
         rows.push(("last used".to_string(), time_or_never(last_used)));
         rows.push(("recovery codes left".to_string(), left.to_string()));
     }
@@ -76,25 +94,32 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
 pub fn list(ctx: &Ctx) -> Result<()> {
     ctx.caller.require_root("list")?;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
+    let store = ctx.store_for_reading(&config)?;
     let now = now();
     let users = store.list()?;
     let mut json_rows = Vec::new();
     let mut rows = Vec::new();
     for u in &users {
-        let (locked, _) = lockouts(&config, &store, &u.user, now)?;
+        // The first factor (`default`) stands for the user in the table.
+        let Some(first) = u.factors.first() else {
+            continue;
+        };
+        let (locked, _) = lockouts(&config, &*store, &u.user, now)?;
         let policy = user_policy(&config, &u.user)
             .map(|(p, _)| p.as_str())
             .unwrap_or("unknown");
+        let last_used = u.factors.iter().filter_map(|f| f.last_used_at).max();
         if ctx.json {
+            let names: Vec<&str> = u.factors.iter().map(|f| f.name.as_str()).collect();
             json_rows.push(json!({
                 "user": u.user,
+                "factors": names,
                 "policy": policy,
-                "algorithm": u.algorithm.as_str(),
-                "digits": u.digits,
-                "period": u.period,
-                "enrolled_at": u.created_at,
-                "last_used": u.last_used_at,
+                "algorithm": first.algorithm.as_str(),
+                "digits": first.digits,
+                "period": first.period,
+                "enrolled_at": first.created_at,
+                "last_used": last_used,
                 "recovery_codes_left": u.recovery_codes_left,
                 "locked": locked,
             }));
@@ -102,8 +127,8 @@ pub fn list(ctx: &Ctx) -> Result<()> {
             rows.push(vec![
                 escaped(&u.user),
                 policy.to_string(),
-                time_or_never(Some(u.created_at)),
-                time_or_never(u.last_used_at),
+                time_or_never(Some(first.created_at)),
+                time_or_never(last_used),
                 u.recovery_codes_left.to_string(),
                 yes_no(locked),
             ]);
