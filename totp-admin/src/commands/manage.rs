@@ -80,7 +80,11 @@ pub fn unlock(ctx: &Ctx, user: &str) -> Result<()> {
         &ctx.caller,
         "unlock",
         &name,
-        if had { "lockouts cleared" } else { "no lockout" },
+        if had {
+            "lockouts cleared"
+        } else {
+            "no lockout"
+        },
     );
     if had {
         emit(&format!(
@@ -104,7 +108,12 @@ fn forget(ctx: &Ctx, store: &dyn Store, action: &str, name: &str) -> Result<()> 
     }
     store.remove_factors(name, None)?;
     store.unlock(name)?;
-    audit::done(&ctx.caller, action, name, "not a user any more: records removed");
+    audit::done(
+        &ctx.caller,
+        action,
+        name,
+        "not a user any more: records removed",
+    );
     emit(&format!(
         "{} is not a user any more; removed its records.\n",
         escaped(name)

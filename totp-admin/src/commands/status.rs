@@ -77,10 +77,7 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
         rows.push((label("enrolled on"), time_or_never(Some(f.created_at))));
         rows.push((
             label("codes"),
-            format!(
-                "{}, {} digits, every {} s",
-                f.algorithm, f.digits, f.period
-            ),
+            format!("{}, {} digits, every {} s", f.algorithm, f.digits, f.period),
         ));
     }
     if enrolled {
