@@ -81,6 +81,13 @@ impl AdminWorld {
         let bin = bin_dir.join("totp-admin");
         std::fs::copy(totp_admin(), &bin).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        // Only `store init` creates a store, as the packages run it at installation.
+        let init = sb.admin(&["store", "init"], "");
+        assert!(
+            init.status.success(),
+            "store init failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
         AdminWorld { sb, bin }
     }
 

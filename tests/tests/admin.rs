@@ -2,7 +2,7 @@
 //! test users inside a private copy of /etc; self-enrollment driven by `expect`;
 //! logins through the built module afterwards; and the refusals a setuid tool owes.
 
-use pam_totp_tests::admin_support::{marker_library, strip_ansi, AdminWorld};
+use pam_totp_tests::admin_support::{self, marker_library, strip_ansi, AdminWorld};
 use pam_totp_tests::sshd_support::Namespace;
 use pam_totp_tests::*;
 use std::os::unix::fs::PermissionsExt;
@@ -145,10 +145,14 @@ fn self_enrollment_end_to_end() {
     let run = login(&w, "alice", &right);
     assert!(run.auth_is("PAM_AUTH_ERR"), "{run:?}");
 
-    // Replacing the factor needs a current code first: wrong ones change nothing.
+    // Replacing the factor is explicit...
+    let again = w.as_user("alice", &["enroll", "--qr", "none"], "");
+    again.assert_refused("--replace");
+    assert!(!again.stdout.contains("Key: "), "{again:?}");
+    // ... and needs a current code first: wrong ones change nothing.
     let again = w.as_user(
         "alice",
-        &["enroll", "--qr", "none"],
+        &["enroll", "--replace", "--qr", "none"],
         "000000\n111111\n222222\n",
     );
     again.assert_refused("wrong code");
@@ -914,4 +918,435 @@ fn changes_and_refusals_are_audited_without_secrets() {
             assert!(!l.contains(c.as_str()), "recovery code in the log: {l}");
         }
     }
+}
+
+/// A cgroup made for one test, removed (once empty) when dropped.
+struct TestCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Where the cgroup v1 freezer hierarchy and the v2 hierarchy are mounted here.
+fn cgroup_mounts() -> Vec<(&'static str, std::path::PathBuf)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut found = Vec::new();
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let tail: Vec<&str> = right.split(' ').collect();
+        if fields.get(3) != Some(&"/") {
+            continue;
+        }
+        let point = std::path::PathBuf::from(fields[4]);
+        match tail.first() {
+            Some(&"cgroup2") => found.push(("cgroup.freeze", point)),
+            Some(&"cgroup")
+                if tail
+                    .get(2)
+                    .is_some_and(|o| o.split(',').any(|o| o == "freezer")) =>
+            {
+                found.push(("freezer.state", point))
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+fn uid_of(w: &AdminWorld, user: &str) -> u32 {
+    let out = w.sb.run(&["id", "-u", user]);
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Runs the tool as `user` from inside `cgroup` (the shell moves itself there first).
+fn as_user_in_cgroup(
+    w: &AdminWorld,
+    cgroup: &std::path::Path,
+    user: &str,
+    args: &[&str],
+) -> admin_support::Run {
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec setpriv --reuid={user} --regid={user} --init-groups -- {} \"$@\"",
+        cgroup.display(),
+        w.bin.display()
+    );
+    let out =
+        w.sb.command("sh")
+            .args(["-c", &script, "sh"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+    admin_support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A user who can freeze the tool's cgroup (cgroup v1 freezer.state, v2 cgroup.freeze,
+/// of the cgroup itself or of an ancestor) could freeze it while it writes the store:
+/// commands that write refuse to start there; reading commands still work.
+#[test]
+fn writes_from_a_cgroup_the_user_can_freeze_are_refused() {
+    let w = world("admin-freezer", "");
+    w.sb.enroll("alice", SECRET);
+    let alice = uid_of(&w, "alice");
+    let mounts = cgroup_mounts();
+    assert!(!mounts.is_empty(), "no cgroup freezer mounted here");
+    for (file, point) in mounts {
+        let parent = TestCgroup {
+            dir: point.join(format!("totp-admin-test-{}", std::process::id())),
+        };
+        std::fs::create_dir(&parent.dir).unwrap();
+        let child = TestCgroup {
+            dir: parent.dir.join("job"),
+        };
+        std::fs::create_dir(&child.dir).unwrap();
+        for (owned_by_alice, at) in [(&child, "job"), (&parent, "")] {
+            std::os::unix::fs::chown(owned_by_alice.dir.join(file), Some(alice), None).unwrap();
+            let run = as_user_in_cgroup(&w, &child.dir, "alice", &["recovery-codes"]);
+            run.assert_refused("login session");
+            let name = format!("totp-admin-test-{}", std::process::id());
+            assert!(run.stderr.contains(&name), "names the cgroup: {run:?}");
+            if !at.is_empty() {
+                assert!(run.stderr.contains(&format!("{name}/{at}")), "{run:?}");
+            }
+            assert!(run.stderr.contains(file), "{run:?}");
+            // Reading is fine.
+            let status = as_user_in_cgroup(&w, &child.dir, "alice", &["--json", "status"]);
+            status.assert_ok();
+            std::os::unix::fs::chown(owned_by_alice.dir.join(file), Some(0), None).unwrap();
+        }
+        // Group-writable by one of alice's groups counts too.
+        let alice_gid = uid_of_group(&w, "alice");
+        let path = parent.dir.join(file);
+        std::os::unix::fs::chown(&path, Some(0), Some(alice_gid)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        as_user_in_cgroup(&w, &child.dir, "alice", &["recovery-codes"])
+            .assert_refused("login session");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::chown(&path, Some(0), Some(0)).unwrap();
+        // Root's alone again: the command runs (and asks for a code it does not get).
+        let run = as_user_in_cgroup(&w, &child.dir, "alice", &["recovery-codes"]);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(!run.stderr.contains("freeze"), "{run:?}");
+        assert!(run.stderr.contains("standard input"), "{run:?}");
+        drop(child);
+        drop(parent);
+    }
+}
+
+fn uid_of_group(w: &AdminWorld, group: &str) -> u32 {
+    let out = w.sb.run(&["getent", "group", group]);
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The password check runs with the caller's real uid: a pam_rootok line does not let
+/// a setuid run through, and pam_faillock counts the wrong passwords and then refuses.
+#[test]
+fn the_password_check_is_the_callers_and_counts_for_faillock() {
+    let w = world("admin-rootok", "");
+    let tally = w.sb.dir.join("faillock");
+    std::fs::create_dir_all(&tally).unwrap();
+    write_file(
+        &w.sb.dir.join("etc/pam.d/totp-admin"),
+        &format!(
+            "auth sufficient pam_rootok.so\n\
+             auth requisite pam_faillock.so preauth deny=2 unlock_time=600 dir={0}\n\
+             auth [success=1 default=ignore] pam_unix.so\n\
+             auth [default=die] pam_faillock.so authfail deny=2 unlock_time=600 dir={0}\n\
+             auth sufficient pam_faillock.so authsucc deny=2 unlock_time=600 dir={0}\n\
+             account required pam_faillock.so dir={0}\n\
+             account required pam_unix.so\n",
+            tally.display()
+        ),
+        0o644,
+    );
+    for _ in 0..2 {
+        let run = w.as_user("alice", &["enroll", "--qr", "none"], "not the password\n");
+        run.assert_refused("password not accepted");
+        assert!(!run.stdout.contains("Key: "), "{run:?}");
+    }
+    // Locked by pam_faillock now: the right password is refused too.
+    let run = w.as_user(
+        "alice",
+        &["enroll", "--qr", "none"],
+        &format!("{PASSWORD}\n"),
+    );
+    run.assert_refused("password not accepted");
+    assert!(!run.stdout.contains("Key: "), "{run:?}");
+    let failures = w.sb.run(&[
+        "faillock",
+        "--dir",
+        tally.to_str().unwrap(),
+        "--user",
+        "alice",
+    ]);
+    let text = String::from_utf8_lossy(&failures.stdout);
+    let counted = text
+        .lines()
+        .filter(|l| l.trim_end().ends_with(" V"))
+        .count();
+    assert_eq!(counted, 2, "{text}");
+    // PAM_TTY was set (no terminal here: the tool's name).
+    assert!(text.contains("totp-admin"), "{text}");
+    // The tool was never root to the stack: nothing enrolled.
+    let status = w.as_user("alice", &["status", "--json"], "");
+    assert!(status.json_has("enrolled", "false"), "{status:?}");
+}
+
+/// `policy show` by a user: their policy and why in general terms, never the groups or
+/// networks the root-only configuration lists.
+#[test]
+fn users_see_their_own_policy_without_the_lists() {
+    let config = "[policy]\nexempt_groups = [\"breakglass\"]\nmandatory_groups = [\"admins\"]\n\
+                  exempt_networks = [\"198.51.100.0/24\"]\n";
+    let w = world("admin-policy-view", config);
+    w.sb.add_group("breakglass");
+    w.sb.add_user("carol", PASSWORD, None, &["breakglass"]);
+    for (user, policy, reason) in [
+        ("alice", "optional", "no rule applies"),
+        (
+            "bob",
+            "mandatory",
+            "member of a group for which it is mandatory",
+        ),
+        ("carol", "exempt", "member of an exempt group"),
+    ] {
+        for json in [false, true] {
+            let mut args = vec!["policy", "show"];
+            if json {
+                args.insert(0, "--json");
+            }
+            let run = w.as_user(user, &args, "");
+            run.assert_ok();
+            for secret in ["breakglass", "admins", "198.51.100"] {
+                assert!(
+                    !run.stdout.contains(secret),
+                    "{user} sees {secret}: {run:?}"
+                );
+            }
+            assert!(run.stdout.contains(policy), "{run:?}");
+            assert!(run.stdout.contains(reason), "{run:?}");
+        }
+        let status = w.as_user(user, &["status"], "");
+        status.assert_ok();
+        for secret in ["breakglass", "admins"] {
+            assert!(
+                !status.stdout.contains(secret),
+                "{user} sees {secret}: {status:?}"
+            );
+        }
+    }
+    // Root sees everything.
+    let run = w.as_root(&["policy", "show", "--user", "bob"], "");
+    run.assert_ok();
+    for listed in [
+        "breakglass",
+        "admins",
+        "198.51.100.0/24",
+        "member of mandatory group admins",
+    ] {
+        assert!(run.stdout.contains(listed), "{run:?}");
+    }
+}
+
+/// Two interactive enrollments of one user at once: both show a key, both are
+/// confirmed; exactly one is stored, the other says why.
+const RACE_SCRIPT: &str = r#"
+set timeout 30
+proc to_code {id} {
+    expect {
+        -i $id "Password: " { send -i $id "$::env(TA_PASSWORD)\r" }
+        timeout { exit 10 }
+    }
+    expect {
+        -i $id -re {Key: ([A-Z2-7 ]+)\r?\n} { set key [string map {" " ""} $expect_out(1,string)] }
+        timeout { exit 11 }
+    }
+    expect {
+        -i $id "Code: " {}
+        timeout { exit 12 }
+    }
+    return $key
+}
+spawn setpriv --reuid=$env(TA_USER) --regid=$env(TA_USER) --init-groups -- $env(TA_BIN) enroll --qr none
+set first $spawn_id
+set key1 [to_code $first]
+spawn setpriv --reuid=$env(TA_USER) --regid=$env(TA_USER) --init-groups -- $env(TA_BIN) enroll --qr none
+set second $spawn_id
+set key2 [to_code $second]
+send -i $first "[exec oathtool --totp -b $key1]\r"
+expect {
+    -i $first eof {}
+    timeout { exit 13 }
+}
+set r1 [wait -i $first]
+send -i $second "[exec oathtool --totp -b $key2]\r"
+expect {
+    -i $second eof {}
+    timeout { exit 14 }
+}
+set r2 [wait -i $second]
+puts "\nEXPECT-RACE: [lindex $r1 3] [lindex $r2 3] $key1 $key2"
+"#;
+
+#[test]
+fn of_two_enrollments_at_once_exactly_one_is_stored() {
+    let w = world("admin-race", "");
+    wait_for_fresh_step(30, 12);
+    let run = w.expect(
+        RACE_SCRIPT,
+        &[
+            ("TA_USER", "alice"),
+            ("TA_BIN", w.bin.to_str().unwrap()),
+            ("TA_PASSWORD", PASSWORD),
+        ],
+    );
+    assert_eq!(run.code, 0, "expect failed: {}{}", run.stdout, run.stderr);
+    let text = strip_ansi(&run.stdout);
+    let result: Vec<String> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("EXPECT-RACE: "))
+        .expect("result line")
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    assert_eq!(&result[..2], ["0", "1"], "{text}");
+    assert!(
+        text.contains("a factor named default was enrolled for alice meanwhile"),
+        "{text}"
+    );
+    // The first key is the one stored (a later code: the confirmation used this one).
+    assert!(login(&w, "alice", &code(&result[2], 30)).auth_is("PAM_SUCCESS"));
+    assert!(login(&w, "alice", &code(&result[3], 30)).auth_is("PAM_AUTH_ERR"));
+}
+
+/// Replacing a factor is explicit (`--replace`), for every way of enrolling, and is
+/// audited as a replacement.
+#[test]
+fn replacing_a_factor_needs_replace() {
+    let w = world("admin-replace", "");
+    const OTHER: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    w.sb.enroll("alice", SECRET);
+    let again = w.as_root(&["enroll", "--user", "alice", "--secret-stdin"], OTHER);
+    again.assert_refused("--replace");
+    wait_for_fresh_step(30, 8);
+    assert!(login(&w, "alice", &code(SECRET, 0)).auth_is("PAM_SUCCESS"));
+    let replaced = w.as_root(
+        &["enroll", "--user", "alice", "--secret-stdin", "--replace"],
+        OTHER,
+    );
+    replaced.assert_ok();
+    assert!(replaced.stdout.contains("Replaced"), "{replaced:?}");
+    assert!(login(&w, "alice", &code(OTHER, 30)).auth_is("PAM_SUCCESS"));
+    // Interactive, by root for another user: refused before any key is shown.
+    let run = w.as_root(&["enroll", "--user", "alice", "--qr", "none"], "");
+    run.assert_refused("--replace");
+    assert!(!run.stdout.contains("Key: "), "{run:?}");
+    // import google-authenticator over the factor.
+    let file = w.sb.dir.join("ga_file");
+    write_file(
+        &file,
+        &format!("{SECRET}\n\" RATE_LIMIT 3 30\n\" WINDOW_SIZE 3\n\" TOTP_AUTH\n12345678\n"),
+        0o600,
+    );
+    let args = [
+        "import",
+        "google-authenticator",
+        "--user",
+        "alice",
+        file.to_str().unwrap(),
+    ];
+    w.as_root(&args, "").assert_refused("--replace");
+    let mut with_replace = args.to_vec();
+    with_replace.push("--replace");
+    w.as_root(&with_replace, "").assert_ok();
+}
+
+/// `reset` and `unlock` of a name that is no user: exit 1, unless the store holds
+/// records under it (a deleted account), which are removed.
+#[test]
+fn reset_and_unlock_of_unknown_names() {
+    let w = world("admin-unknown-names", "");
+    for action in ["reset", "unlock"] {
+        let run = w.as_root(&[action, "--user", "nosuchuser"], "");
+        run.assert_refused("no such user: nosuchuser");
+        assert!(run.stdout.is_empty(), "{run:?}");
+    }
+    w.sb.add_user("dave", PASSWORD, None, &[]);
+    w.sb.enroll("dave", SECRET);
+    w.sb.run(&["userdel", "dave"]);
+    let run = w.as_root(&["reset", "--user", "dave"], "");
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .contains("dave is not a user any more; removed its records"),
+        "{run:?}"
+    );
+    let list = w.as_root(&["list", "--json"], "");
+    assert!(!list.stdout.contains("dave"), "{list:?}");
+}
+
+/// Only `store init` creates a store: every other command on a missing store says how
+/// to get one back, and creates nothing.
+#[test]
+fn a_missing_store_is_not_recreated() {
+    let w = world("admin-missing-store", "");
+    let store = w.sb.store_path();
+    std::fs::remove_file(&store).unwrap();
+    let missing = format!("store {} is missing", store.display());
+    for args in [&["status"][..], &["recovery-codes"], &["disable"]] {
+        w.as_user("alice", args, "").assert_refused(&missing);
+    }
+    for args in [
+        &["status", "--user", "alice"][..],
+        &["list"],
+        &["reset", "--user", "alice"],
+        &["unlock", "--user", "alice"],
+    ] {
+        w.as_root(args, "").assert_refused(&missing);
+    }
+    w.as_root(&["enroll", "--user", "alice", "--secret-stdin"], SECRET)
+        .assert_refused("totp-admin store init");
+    assert!(!store.exists(), "a command recreated the store");
+    w.as_root(&["store", "init"], "").assert_ok();
+    assert!(store.exists());
+}
+
+/// Every command acts on the canonical account: an alias with alice's uid reaches
+/// alice's records.
+#[test]
+fn aliases_act_on_the_canonical_account() {
+    let w = world("admin-canonical", "");
+    let alice = uid_of(&w, "alice").to_string();
+    w.sb.run(&["useradd", "-o", "-u", &alice, "-g", &alice, "-M", "alias"]);
+    let run = w.as_root(
+        &["--json", "enroll", "--user", "alias", "--secret-stdin"],
+        SECRET,
+    );
+    run.assert_ok();
+    assert!(run.json_has("user", "\"alice\""), "{run:?}");
+    let status = w.as_root(&["status", "--user", "alias", "--json"], "");
+    assert!(status.json_has("user", "\"alice\""), "{status:?}");
+    assert!(status.json_has("enrolled", "true"), "{status:?}");
+    // alice may name herself by the alias too; bob may not.
+    w.as_user("alice", &["status", "--user", "alias"], "")
+        .assert_ok();
+    w.as_user("bob", &["status", "--user", "alias"], "")
+        .assert_refused("your own account");
 }

@@ -56,7 +56,7 @@ _totp_admin() {
             COMPREPLY=($(compgen -W "enroll status disable reset unlock list recovery-codes policy import doctor store help --config --json --help --version" -- "$cur"))
             ;;
         enroll)
-            COMPREPLY=($(compgen -W "--user --secret-stdin --qr $global" -- "$cur"))
+            COMPREPLY=($(compgen -W "--user --secret-stdin --replace --qr $global" -- "$cur"))
             ;;
         status|recovery-codes)
             COMPREPLY=($(compgen -W "--user $global" -- "$cur"))
@@ -82,7 +82,7 @@ _totp_admin() {
                 "") COMPREPLY=($(compgen -W "google-authenticator" -- "$cur")) ;;
                 *)
                     if [[ $cur == -* ]]; then
-                        COMPREPLY=($(compgen -W "--user $global" -- "$cur"))
+                        COMPREPLY=($(compgen -W "--user --replace $global" -- "$cur"))
                     else
                         COMPREPLY=($(compgen -f -- "$cur"))
                     fi

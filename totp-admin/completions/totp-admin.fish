@@ -22,6 +22,7 @@ complete -c totp-admin -n "not __fish_seen_subcommand_from $commands" -a store -
 
 complete -c totp-admin -n "__fish_seen_subcommand_from enroll status reset unlock recovery-codes import show" -s u -l user -x -a '(__fish_complete_users)' -d 'The user'
 complete -c totp-admin -n "__fish_seen_subcommand_from enroll" -l secret-stdin -d 'Read a known base32 key from standard input (root)'
+complete -c totp-admin -n "__fish_seen_subcommand_from enroll" -l replace -d 'Replace the factor already enrolled'
 complete -c totp-admin -n "__fish_seen_subcommand_from enroll" -l qr -x -a 'color dark-terminal light-terminal none' -d 'QR code drawing'
 complete -c totp-admin -n "__fish_seen_subcommand_from reset" -l logout -d "Also end the user's sessions"
 
@@ -33,5 +34,6 @@ complete -c totp-admin -n "__fish_seen_subcommand_from set" -s g -l group -x -a 
 
 complete -c totp-admin -n "__fish_seen_subcommand_from import; and not __fish_seen_subcommand_from google-authenticator" -a google-authenticator -d 'A ~/.google_authenticator file'
 complete -c totp-admin -n "__fish_seen_subcommand_from google-authenticator" -F
+complete -c totp-admin -n "__fish_seen_subcommand_from google-authenticator" -l replace -d 'Replace the factor the user already has'
 
 complete -c totp-admin -n "__fish_seen_subcommand_from store; and not __fish_seen_subcommand_from init" -a init -d 'Create or migrate the store'

@@ -52,6 +52,20 @@ pub enum Command {
     Store(StoreCommand),
 }
 
+impl Command {
+    /// Whether the command changes the store or the configuration. The others (status,
+    /// list, policy show, doctor) only read.
+    pub fn writes(&self) -> bool {
+        !matches!(
+            self,
+            Command::Status(_)
+                | Command::List
+                | Command::Policy(PolicyCommand::Show(_))
+                | Command::Doctor
+        )
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct UserArg {
     /// The user (default: yourself; other users: root only)
@@ -88,6 +102,10 @@ pub struct EnrollArgs {
     /// Activate a known base32 key read from standard input, without confirmation (root)
     #[arg(long)]
     pub secret_stdin: bool,
+
+    /// Replace the factor already enrolled (a user confirms it with a current code first)
+    #[arg(long)]
+    pub replace: bool,
 
     /// How to draw the QR code
     #[arg(long, value_enum, value_name = "STYLE", default_value = "color")]
@@ -144,6 +162,10 @@ pub struct ImportGoogleArgs {
     /// The file (default: ~USER/.google_authenticator)
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
+
+    /// Replace the factor the user already has
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,16 +23,12 @@ impl Error {
     }
 
     /// The message as one line: control characters (a newline in a user name or in a
-    /// library's error) are shown escaped so the line cannot be split or forged.
+    /// library's error) are shown escaped (`\xNN`) so the line cannot be split or forged.
     pub fn one_line(&self) -> String {
         let text = match self {
             Error::Refused(t) | Error::Failed(t) => t,
         };
-        text.chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect::<String>()
-            .trim()
-            .to_string()
+        crate::output::escaped(text.trim())
     }
 }
 
@@ -61,3 +57,14 @@ impl From<LookupError> for Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_stay_on_one_line() {
+        let e = Error::failed("no such user: eve\nroot\x1b[2J\n");
+        assert_eq!(e.to_string(), "no such user: eve\\x0aroot\\x1b[2J");
+    }
+}

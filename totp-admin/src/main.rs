@@ -9,6 +9,7 @@
 
 mod audit;
 mod caller;
+mod cgroup;
 mod cli;
 mod commands;
 mod error;
@@ -50,7 +51,11 @@ fn run(process: &Process, cli: Cli) -> Result<()> {
             "not running as root: totp-admin must be installed owned by root with mode 4755",
         ));
     }
+    if !caller.is_root() && cli.command.writes() {
+        refuse_freezable_cgroup(process)?;
+    }
     let ctx = Ctx {
+        process: process.clone(),
         caller,
         config_path: cli
             .config
@@ -60,9 +65,11 @@ fn run(process: &Process, cli: Cli) -> Result<()> {
     };
     match &cli.command {
         Command::Enroll(a) if a.secret_stdin => {
-            commands::enroll::known_secret(&ctx, a.user.as_deref())
+            commands::enroll::known_secret(&ctx, a.user.as_deref(), a.replace)
         }
-        Command::Enroll(a) => commands::enroll::interactive(&ctx, a.user.as_deref(), a.qr),
+        Command::Enroll(a) => {
+            commands::enroll::interactive(&ctx, a.user.as_deref(), a.qr, a.replace)
+        }
         Command::Status(a) => commands::status::status(&ctx, a.user.as_deref()),
         Command::Disable => commands::manage::disable(&ctx),
         Command::Reset(a) => commands::manage::reset(&ctx, &a.user, a.logout),
@@ -77,6 +84,32 @@ fn run(process: &Process, cli: Cli) -> Result<()> {
         Command::Doctor => commands::doctor::run(&ctx),
         Command::Store(StoreCommand::Init(a)) => commands::store::init(&ctx, a),
         Command::Store(StoreCommand::Copy(a)) => commands::store::copy(&ctx, a),
+    }
+}
+
+/// A command that writes, run by a user from a cgroup they could freeze (a frozen
+/// tool would hold the store while every login waits), is refused before it opens
+/// anything.
+fn refuse_freezable_cgroup(process: &Process) -> Result<()> {
+    let ids = cgroup::Ids {
+        uid: process.real_uid,
+        gid: process.real_gid,
+        groups: process.groups.clone(),
+    };
+    match cgroup::check(&ids) {
+        cgroup::Verdict::Safe => Ok(()),
+        cgroup::Verdict::Freezable(file) => Err(Error::refused(format!(
+            "you can freeze cgroup {} ({} is writable by you), which would stop totp-admin \
+             while it changes the store: run it from a login session (ssh or a console login)",
+            output::escaped(&file.cgroup),
+            file.name
+        ))),
+        cgroup::Verdict::Unchecked(u) => Err(Error::refused(format!(
+            "cannot tell whether you can freeze cgroup {} ({}): run it from a login session \
+             (ssh or a console login)",
+            output::escaped(&u.cgroup),
+            output::escaped(&u.why)
+        ))),
     }
 }
 
@@ -108,5 +141,5 @@ fn preflight(caller: &Caller, cli: &Cli) -> Result<()> {
         Command::Import(ImportCommand::GoogleAuthenticator(a)) => Some(a.user.as_str()),
         _ => None,
     };
-    caller.target_name(user).map(|_| ())
+    caller.resolve(user).map(|_| ())
 }

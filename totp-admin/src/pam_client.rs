@@ -2,8 +2,14 @@
 //! password through PAM service `totp-admin` (like `chsh`), so that someone at an
 //! unlocked terminal cannot bind their own phone to the account. Every call into
 //! libpam lives in this file.
+//!
+//! The caller runs it through [`crate::caller::as_caller`]: with the real uid the
+//! user's, being root by setuid satisfies no module (pam_rootok), and the account
+//! phase runs after the password, so pam_faillock counts a wrong password and refuses
+//! a locked account as it does at login.
 
 use crate::error::{Error, Result};
+use crate::output::escaped;
 use crate::terminal;
 use pam_totp::pam::{PamConv, PamMessage, PamResponse};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -29,6 +35,7 @@ extern "C" {
 const PAM_SUCCESS: c_int = 0;
 const PAM_BUF_ERR: c_int = 5;
 const PAM_CONV_ERR: c_int = 19;
+const PAM_TTY: c_int = 3;
 const PAM_RUSER: c_int = 8;
 const PAM_PROMPT_ECHO_OFF: c_int = 1;
 const PAM_PROMPT_ECHO_ON: c_int = 2;
@@ -36,10 +43,13 @@ const PAM_ERROR_MSG: c_int = 3;
 const PAM_TEXT_INFO: c_int = 4;
 const PAM_MAX_NUM_MSG: c_int = 32;
 
-/// Asks for `user`'s password through PAM (auth and account phases).
-pub fn check_password(user: &str) -> Result<()> {
+/// Asks for `user`'s password through PAM: pam_authenticate, then pam_acct_mgmt. The
+/// requesting user (PAM_RUSER) is `user` too; PAM_TTY is `tty` (`pts/3`, or `none`
+/// without a terminal, which is sent as `totp-admin` like sshd sends `ssh`).
+pub fn check_password(user: &str, tty: &str) -> Result<()> {
     let service = CString::new(SERVICE).expect("constant without NUL");
     let c_user = CString::new(user).map_err(|_| Error::failed("user name contains a NUL byte"))?;
+    let c_tty = CString::new(pam_tty(tty)).map_err(|_| Error::failed("tty contains a NUL byte"))?;
     let conv = PamConv {
         conv: Some(conversation),
         appdata_ptr: std::ptr::null_mut(),
@@ -52,8 +62,20 @@ pub fn check_password(user: &str) -> Result<()> {
             "cannot start PAM service {SERVICE} (error {rc})"
         )));
     }
-    // SAFETY: pamh is live; libpam copies the string.
-    unsafe { pam_set_item(pamh, PAM_RUSER, c_user.as_ptr().cast()) };
+    // SAFETY: pamh is live; libpam copies the strings.
+    let items_rc = unsafe {
+        [
+            pam_set_item(pamh, PAM_RUSER, c_user.as_ptr().cast()),
+            pam_set_item(pamh, PAM_TTY, c_tty.as_ptr().cast()),
+        ]
+    };
+    if let Some(rc) = items_rc.into_iter().find(|rc| *rc != PAM_SUCCESS) {
+        // SAFETY: pamh is live and not used afterwards.
+        unsafe { pam_end(pamh, rc) };
+        return Err(Error::failed(format!(
+            "cannot set up PAM service {SERVICE} (error {rc})"
+        )));
+    }
     // SAFETY: pamh is live.
     let mut rc = unsafe { pam_authenticate(pamh, 0) };
     if rc == PAM_SUCCESS {
@@ -83,6 +105,15 @@ pub fn check_password(user: &str) -> Result<()> {
     }
 }
 
+/// The PAM_TTY item: the terminal's path, or the tool's name without one.
+fn pam_tty(tty: &str) -> String {
+    if tty == "none" || tty.is_empty() {
+        SERVICE.to_string()
+    } else {
+        format!("/dev/{tty}")
+    }
+}
+
 /// Answers libpam's prompts from the terminal. Messages are shown; a prompt that
 /// cannot be answered ends the conversation with PAM_CONV_ERR.
 extern "C" fn conversation(
@@ -108,9 +139,10 @@ extern "C" fn conversation(
             String::new()
         } else {
             // SAFETY: a message's text is a NUL-terminated string.
-            unsafe { CStr::from_ptr(message.msg) }
-                .to_string_lossy()
-                .into_owned()
+            let raw = unsafe { CStr::from_ptr(message.msg) }.to_string_lossy();
+            // A module's text may span lines; anything else a terminal acts on is shown
+            // escaped.
+            raw.split('\n').map(escaped).collect::<Vec<_>>().join("\n")
         };
         let answer = match message.msg_style {
             PAM_PROMPT_ECHO_OFF => terminal::ask(&text, false).ok(),
@@ -177,4 +209,15 @@ unsafe fn free_responses(out: *mut PamResponse, count: usize) {
     }
     // SAFETY: out was allocated with calloc (the caller's contract).
     unsafe { libc::free(out.cast()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tty_item() {
+        assert_eq!(pam_tty("pts/3"), "/dev/pts/3");
+        assert_eq!(pam_tty("none"), "totp-admin");
+    }
 }

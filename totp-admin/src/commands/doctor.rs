@@ -3,7 +3,7 @@
 
 use super::Ctx;
 use crate::error::{Error, Result};
-use crate::output::{emit, emit_json};
+use crate::output::{emit, emit_json, escaped};
 use pam_totp::config::{Backend, Config, SslMode, StoreConfig};
 use pam_totp::stack::{pam_rules, PamRule};
 use pam_totp::store::{SqliteStore, StoreError, PG_SCHEMA_VERSION};
@@ -86,9 +86,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 Level::Warn => "warn",
                 Level::Fail => "FAIL",
             };
-            text.push_str(&format!("{tag}  {:<8} {}\n", f.check, f.message));
+            // Messages quote files, paths and configured strings: escaped.
+            text.push_str(&format!(
+                "{tag}  {:<8} {}\n",
+                escaped(&f.check),
+                escaped(&f.message)
+            ));
             if !f.fix.is_empty() {
-                text.push_str(&format!("      {:<8} fix: {}\n", "", f.fix));
+                text.push_str(&format!("      {:<8} fix: {}\n", "", escaped(&f.fix)));
             }
         }
         emit(&text)?;

@@ -6,28 +6,28 @@ use super::{
     MAX_TRIES, SOURCE,
 };
 use crate::audit;
-use crate::caller::lookup_existing;
+use crate::caller;
 use crate::cli::QrChoice;
 use crate::error::{Error, Result};
-use crate::output::emit;
+use crate::output::{emit, escaped};
 use crate::pam_client;
 use crate::terminal::{ask, say};
 use pam_totp::config::QrStyle;
 use pam_totp::enroll::{self, confirmation_step, NewFactor};
 use pam_totp::otp::{decode_base32, grouped_base32};
 use pam_totp::qr::{qr_lines, qr_lines_ansi};
-use pam_totp::store::{EnrollMode, Store, DEFAULT_FACTOR};
+use pam_totp::recovery::HashedCode;
+use pam_totp::store::{EnrollMode, Factor, Store, StoreError, DEFAULT_FACTOR};
 use std::io::Read;
 use zeroize::Zeroizing;
 
 /// Longest input `--secret-stdin` reads: a 1024-bit key in base32 with spaces.
 const MAX_SECRET_INPUT: u64 = 1024;
 
-/// `enroll --user U --secret-stdin [--json]` (root).
-pub fn known_secret(ctx: &Ctx, user: Option<&str>) -> Result<()> {
+/// `enroll --user U --secret-stdin [--replace] [--json]` (root).
+pub fn known_secret(ctx: &Ctx, user: Option<&str>, replace: bool) -> Result<()> {
     ctx.caller.require_root("enroll --secret-stdin")?;
-    let name = ctx.caller.target_name(user)?;
-    lookup_existing(&name)?;
+    let name = ctx.caller.target(user)?.name;
     let mut input = Zeroizing::new(Vec::with_capacity(256));
     std::io::stdin()
         .lock()
@@ -42,60 +42,145 @@ pub fn known_secret(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     let key =
         decode_base32(text.trim()).map_err(|e| Error::failed(format!("standard input: {e}")))?;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
+    let store = ctx.store_for_changes(&config)?;
+    let existing = default_factor_id(&*store, &name)?;
+    if existing.is_some() && !replace {
+        return Err(already_enrolled(&name, "--replace"));
+    }
     let factor = enroll::factor_from_secret(&config, &name, &enroll::hostname(), key);
     let (codes, hashed) = new_recovery_codes(config.recovery.codes)?;
-    // As before named factors: a known key replaces whatever the user had.
-    enroll::activate(
-        &store,
-        &factor,
-        DEFAULT_FACTOR,
-        EnrollMode::Replace { expected: None },
-        Some(&hashed),
-        None,
-        now(),
-    )?;
-    audit::done(&ctx.caller, "enroll", &name, "key from standard input");
+    let mode = if replace {
+        EnrollMode::Replace { expected: None }
+    } else {
+        EnrollMode::New
+    };
+    write(ctx, &*store, &factor, mode, &hashed, None)?;
+    let detail = if existing.is_some() {
+        "replaced factor, key from standard input"
+    } else {
+        "key from standard input"
+    };
+    audit::done(&ctx.caller, "enroll", &name, detail);
     if ctx.json {
         return emit(&recovery_codes_json(&name, &codes));
     }
-    emit(&format!("Enrolled {name}.\n\n"))?;
+    let verb = if existing.is_some() {
+        "Replaced the factor of"
+    } else {
+        "Enrolled"
+    };
+    emit(&format!("{verb} {}.\n\n", escaped(&name)))?;
     emit(&recovery_codes_text(&codes))
 }
 
-/// `enroll [--user U]`: the interactive enrollment.
-pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice) -> Result<()> {
-    let name = ctx.caller.target_name(user)?;
-    let for_self = name == ctx.caller.name();
-    if !for_self {
-        lookup_existing(&name)?;
-    }
-    let config = ctx.config()?;
-    let store = ctx.store(&config)?;
-    let existing = store
-        .login_state(&name, SOURCE)?
+/// The id of the user's factor named `default`, if there is one.
+pub fn default_factor_id(store: &dyn Store, user: &str) -> Result<Option<i64>> {
+    Ok(store
+        .login_state(user, SOURCE)?
         .factors
-        .into_iter()
-        .find(|f| f.name == DEFAULT_FACTOR);
-    match &existing {
-        // Replacing a factor: prove you hold it. Root replacing someone else's factor
-        // could as well reset it, so needs no code.
-        Some(factor) if for_self => {
-            say("You already have a second factor: confirm it to replace it.")?;
-            prove_possession(ctx, &config, &store, &name, "enroll")?;
+        .iter()
+        .find(|f| f.name == DEFAULT_FACTOR)
+        .map(|f| f.id))
+}
+
+/// The refusal to replace a factor without `--replace`.
+pub fn already_enrolled(user: &str, flag: &str) -> Error {
+    Error::failed(format!(
+        "{} already has a second factor: to replace it, add {flag}",
+        escaped(user)
+    ))
+}
+
+/// Writes the factor `default` and the new recovery codes in one transaction. The
+/// store refuses (and nothing is written) when the factor it finds is not the one
+/// `mode` expects: another enrollment won the race.
+pub fn write(
+    ctx: &Ctx,
+    store: &dyn Store,
+    factor: &NewFactor,
+    mode: EnrollMode,
+    recovery: &[HashedCode],
+    confirmed_step: Option<u64>,
+) -> Result<i64> {
+    enroll::activate(
+        store,
+        factor,
+        DEFAULT_FACTOR,
+        mode,
+        Some(recovery),
+        confirmed_step,
+        now(),
+    )
+    .map_err(|e| {
+        if let StoreError::Exists { .. } = e {
+            audit::refused(&ctx.caller, "enroll", &factor.user, "enrolled meanwhile");
         }
-        Some(_) => {}
+        Error::from(e)
+    })
+}
+
+/// `enroll [--user U] [--replace]`: the interactive enrollment.
+///
+/// The order keeps the store free while people type: a first look (read-only)
+/// decides what must be proven; the password check runs in a child before the store
+/// is opened for changes; a code proving the current factor is checked in short store
+/// steps; the new key is shown and confirmed with no transaction open; the factor and
+/// recovery codes are written in one transaction at the end, and only then printed.
+pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice, replace: bool) -> Result<()> {
+    let name = ctx.caller.target(user)?.name;
+    let for_self = name == ctx.caller.name();
+    let config = ctx.config()?;
+    let existed = {
+        let store = ctx.store_for_reading(&config)?;
+        default_factor_id(&*store, &name)?.is_some()
+    };
+    if existed && !replace {
+        let flag = if for_self {
+            "--replace"
+        } else {
+            "--user USER --replace"
+        };
+        return Err(already_enrolled(&name, flag));
+    }
+    if !existed && !ctx.caller.is_root() {
         // A first enrollment by a user: their password, so that someone at an
         // unlocked terminal cannot bind their own phone to the account.
-        None if !ctx.caller.is_root() => {
-            say(&format!("Setting up two-factor authentication for {name}."))?;
-            if let Err(e) = pam_client::check_password(&name) {
-                audit::refused(&ctx.caller, "enroll", &name, "password not accepted");
-                return Err(e);
+        say(&format!(
+            "Setting up two-factor authentication for {}.",
+            escaped(&name)
+        ))?;
+        let checked = caller::in_child_as_caller(&ctx.process, || {
+            pam_client::check_password(&name, &ctx.caller.tty)
+        });
+        if let Err(e) = checked {
+            audit::refused(&ctx.caller, "enroll", &name, "password not accepted");
+            return Err(e);
+        }
+    }
+    let store = ctx.store_for_changes(&config)?;
+    let mode = match default_factor(&*store, &name)? {
+        // Replacing your own factor: prove you hold it; the write then replaces that
+        // factor and no other. Root replacing someone else's could as well reset it.
+        Some(current) if for_self && existed => {
+            say("You already have a second factor: confirm it to replace it.")?;
+            let expected = current.id;
+            prove_possession(ctx, &config, &*store, &name, vec![current], "enroll")?;
+            EnrollMode::Replace {
+                expected: Some(expected),
             }
         }
-        None => {}
-    }
+        Some(_) if existed => EnrollMode::Replace { expected: None },
+        // Enrolled meanwhile, after the first look: the first enrollment wins.
+        Some(_) => return Err(Error::from(enrolled_meanwhile(&name))),
+        // Removed meanwhile (a reset): a first enrollment after all, which for a user
+        // needs the password that was not asked.
+        None if existed && !ctx.caller.is_root() => {
+            return Err(Error::failed(
+                "your second factor was removed meanwhile: run totp-admin enroll again",
+            ))
+        }
+        None => EnrollMode::New,
+    };
 
     let factor = enroll::new_factor(&config, &name, &enroll::hostname())
         .map_err(|e| Error::failed(format!("cannot make a key: {e}")))?;
@@ -109,35 +194,34 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice) -> Result<()> {
     };
     let (codes, hashed) = new_recovery_codes(config.recovery.codes)?;
     // The confirmation code is recorded as used: it cannot also open a login.
-    // A user replaces the factor they proved they hold, and only that one; root
-    // replaces whatever is there.
-    let mode = match &existing {
-        Some(f) if for_self => EnrollMode::Replace {
-            expected: Some(f.id),
-        },
-        Some(_) => EnrollMode::Replace { expected: None },
-        None => EnrollMode::New,
-    };
-    enroll::activate(
-        &store,
-        &factor,
-        DEFAULT_FACTOR,
-        mode,
-        Some(&hashed),
-        Some(step),
-        now(),
-    )?;
-    let detail = if existing.is_some() {
-        "replaced factor"
-    } else {
-        "new factor"
+    write(ctx, &*store, &factor, mode, &hashed, Some(step))?;
+    let detail = match mode {
+        EnrollMode::New => "new factor",
+        EnrollMode::Replace { .. } => "replaced factor",
     };
     audit::done(&ctx.caller, "enroll", &name, detail);
     emit(&format!(
-        "\nTwo-factor authentication is set up for {name}. From now on, type the code \
-         from your app after your password.\n\n"
+        "\nTwo-factor authentication is set up for {}. From now on, type the code \
+         from your app after your password.\n\n",
+        escaped(&name)
     ))?;
     emit(&recovery_codes_text(&codes))
+}
+
+/// The user's factor named `default`, if there is one.
+fn default_factor(store: &dyn Store, user: &str) -> Result<Option<Factor>> {
+    Ok(store
+        .login_state(user, SOURCE)?
+        .factors
+        .into_iter()
+        .find(|f| f.name == DEFAULT_FACTOR))
+}
+
+fn enrolled_meanwhile(user: &str) -> StoreError {
+    StoreError::Exists {
+        user: user.to_string(),
+        name: DEFAULT_FACTOR.to_string(),
+    }
 }
 
 /// What the user sees to add the factor to an app: the QR code, the key in groups of

@@ -5,17 +5,16 @@
 //! The file format is parsed by [`pam_totp::gauth`]; this command reads the file
 //! (small, not a symlink, the user's own) and activates what it holds.
 
-use super::{now, Ctx};
+use super::Ctx;
 use crate::audit;
-use crate::caller::lookup_existing;
 use crate::cli::ImportGoogleArgs;
 use crate::error::{Error, Result};
-use crate::output::emit;
+use crate::output::{emit, escaped, escaped_path};
 use pam_totp::enroll::{self, NewFactor};
 use pam_totp::gauth::parse_google_authenticator;
 use pam_totp::otp::{Algorithm, OtpParams};
 use pam_totp::recovery::{self, HashedCode};
-use pam_totp::store::{EnrollMode, DEFAULT_FACTOR};
+use pam_totp::store::EnrollMode;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -27,8 +26,8 @@ const MAX_FILE_BYTES: u64 = 4096;
 /// `import google-authenticator --user U [FILE]` (root).
 pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
     ctx.caller.require_root("import")?;
-    let name = ctx.caller.target_name(Some(&args.user))?;
-    let account = lookup_existing(&name)?;
+    let account = ctx.caller.target(Some(&args.user))?;
+    let name = account.name.clone();
     // The user's own file must be theirs (or root's); a file root names is trusted.
     let (path, owner) = match &args.file {
         Some(p) => (p.clone(), None),
@@ -39,9 +38,9 @@ pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
     };
     let text = read_small_file(&path, owner)?;
     let parsed = parse_google_authenticator(&text)
-        .map_err(|why| Error::failed(format!("{}: {why}", path.display())))?;
+        .map_err(|why| Error::failed(format!("{}: {why}", escaped_path(&path))))?;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
+    let store = ctx.store_for_changes(&config)?;
     let params = OtpParams {
         algorithm: Algorithm::Sha1,
         digits: 6,
@@ -67,26 +66,35 @@ pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
         .collect::<std::io::Result<Vec<HashedCode>>>()
         .map_err(|e| Error::failed(format!("cannot store the scratch codes: {e}")))?;
     let last_used = parsed.used_steps.iter().copied().max();
-    enroll::activate(
-        &store,
-        &factor,
-        DEFAULT_FACTOR,
-        EnrollMode::Replace { expected: None },
-        Some(&hashed),
-        last_used,
-        now(),
-    )?;
+    let existed = super::enroll::default_factor_id(&*store, &name)?.is_some();
+    if existed && !args.replace {
+        return Err(super::enroll::already_enrolled(&name, "--replace"));
+    }
+    let mode = if args.replace {
+        EnrollMode::Replace { expected: None }
+    } else {
+        EnrollMode::New
+    };
+    super::enroll::write(ctx, &*store, &factor, mode, &hashed, last_used)?;
     let summary = format!(
         "key (every {} s) and {} scratch codes from {}",
         params.period,
         hashed.len(),
         path.display()
     );
-    audit::done(&ctx.caller, "import", &name, &summary);
-    let mut out =
-        format!("Imported for {name}: the {summary}; the scratch codes work as recovery codes.\n");
+    let detail = if existed {
+        format!("replaced factor: {summary}")
+    } else {
+        summary.clone()
+    };
+    audit::done(&ctx.caller, "import", &name, &detail);
+    let mut out = format!(
+        "Imported for {}: the {}; the scratch codes work as recovery codes.\n",
+        escaped(&name),
+        escaped(&summary)
+    );
     for note in &parsed.notes {
-        out.push_str(&format!("Note: {note}.\n"));
+        out.push_str(&format!("Note: {}.\n", escaped(note)));
     }
     emit(&out)
 }
@@ -94,7 +102,7 @@ pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
 /// Reads a small regular file without following a symlink; `owner`, when given, must
 /// own it (or root).
 fn read_small_file(path: &Path, owner: Option<libc::uid_t>) -> Result<Zeroizing<String>> {
-    let fail = |why: String| Error::failed(format!("{}: {why}", path.display()));
+    let fail = |why: String| Error::failed(format!("{}: {why}", escaped_path(path)));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)

@@ -1,12 +1,13 @@
 //! The changes to one user's factor: `disable`, `reset`, `unlock`, `recovery-codes`.
 
 use super::{
-    new_recovery_codes, prove_possession, recovery_codes_json, recovery_codes_text, user_policy,
-    Ctx, SOURCE,
+    current_factors, new_recovery_codes, prove_possession, recovery_codes_json,
+    recovery_codes_text, shown_reason, user_policy, Ctx,
 };
 use crate::audit;
-use crate::error::{Error, Result};
-use crate::output::emit;
+use crate::caller::{no_such_user, Target};
+use crate::error::Result;
+use crate::output::{emit, escaped};
 use crate::sessions;
 use pam_totp::config::Config;
 use pam_totp::policy::Policy;
@@ -16,23 +17,28 @@ use pam_totp::store::Store;
 pub fn disable(ctx: &Ctx) -> Result<()> {
     let name = ctx.caller.name().to_string();
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
-    if store.login_state(&name, SOURCE)?.factors.is_empty() {
-        return Err(Error::failed(format!("{name} has no second factor")));
-    };
-    prove_possession(ctx, &config, &store, &name, "disable")?;
+    let store = ctx.store_for_changes(&config)?;
+    let factors = current_factors(&*store, &name, "")?;
+    prove_possession(ctx, &config, &*store, &name, factors, "disable")?;
     store.remove_factors(&name, None)?;
     audit::done(&ctx.caller, "disable", &name, "");
-    emit(&format!("Two-factor authentication is off for {name}.\n"))?;
-    emit(&mandatory_note(&config, &name))
+    emit(&format!(
+        "Two-factor authentication is off for {}.\n",
+        escaped(&name)
+    ))?;
+    emit(&mandatory_note(ctx, &config, &name))
 }
 
 /// `reset --user U [--logout]` (root): factor, recovery codes and lockouts removed.
 pub fn reset(ctx: &Ctx, user: &str, logout: bool) -> Result<()> {
     ctx.caller.require_root("reset")?;
-    let name = ctx.caller.target_name(Some(user))?;
+    let target = ctx.caller.resolve(Some(user))?;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
+    let store = ctx.store_for_changes(&config)?;
+    let name = match target {
+        Target::Account(account) => account.name,
+        Target::Unknown(name) => return forget(ctx, &*store, "reset", &name),
+    };
     let had = store.remove_factors(&name, None)? > 0;
     audit::done(
         &ctx.caller,
@@ -40,18 +46,21 @@ pub fn reset(ctx: &Ctx, user: &str, logout: bool) -> Result<()> {
         &name,
         if had { "factor removed" } else { "no factor" },
     );
+    let shown = escaped(&name);
     if had {
         emit(&format!(
-            "Removed the second factor, recovery codes and lockouts of {name}.\n"
+            "Removed the second factor, recovery codes and lockouts of {shown}.\n"
         ))?;
     } else {
-        emit(&format!("{name} had no second factor; lockouts cleared.\n"))?;
+        emit(&format!(
+            "{shown} had no second factor; lockouts cleared.\n"
+        ))?;
     }
-    emit(&mandatory_note(&config, &name))?;
+    emit(&mandatory_note(ctx, &config, &name))?;
     if logout {
         let how = sessions::end_sessions(&name)?;
         audit::done(&ctx.caller, "logout", &name, &how);
-        emit(&format!("Ended the sessions of {name} ({how}).\n"))?;
+        emit(&format!("Ended the sessions of {shown} ({how}).\n"))?;
     }
     Ok(())
 }
@@ -59,28 +68,66 @@ pub fn reset(ctx: &Ctx, user: &str, logout: bool) -> Result<()> {
 /// `unlock --user U` (root).
 pub fn unlock(ctx: &Ctx, user: &str) -> Result<()> {
     ctx.caller.require_root("unlock")?;
-    let name = ctx.caller.target_name(Some(user))?;
+    let target = ctx.caller.resolve(Some(user))?;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
-    store.unlock(&name)?;
-    audit::done(&ctx.caller, "unlock", &name, "");
+    let store = ctx.store_for_changes(&config)?;
+    let name = match target {
+        Target::Account(account) => account.name,
+        Target::Unknown(name) => return forget(ctx, &*store, "unlock", &name),
+    };
+    let had = store.unlock(&name)?;
+    audit::done(
+        &ctx.caller,
+        "unlock",
+        &name,
+        if had {
+            "lockouts cleared"
+        } else {
+            "no lockout"
+        },
+    );
+    if had {
+        emit(&format!(
+            "Cleared the failed attempts and lockouts of {}.\n",
+            escaped(&name)
+        ))
+    } else {
+        emit(&format!(
+            "{} had no failed attempts or lockouts.\n",
+            escaped(&name)
+        ))
+    }
+}
+
+/// `reset` or `unlock` of a name NSS does not know: a typo (exit 1), unless the store
+/// holds records under exactly that name (an account that was deleted), which are
+/// then removed.
+fn forget(ctx: &Ctx, store: &dyn Store, action: &str, name: &str) -> Result<()> {
+    if !store.has_records(name)? {
+        return Err(no_such_user(name));
+    }
+    store.remove_factors(name, None)?;
+    store.unlock(name)?;
+    audit::done(
+        &ctx.caller,
+        action,
+        name,
+        "not a user any more: records removed",
+    );
     emit(&format!(
-        "Cleared the failed attempts and lockouts of {name}.\n"
+        "{} is not a user any more; removed its records.\n",
+        escaped(name)
     ))
 }
 
 /// `recovery-codes [--user U]`: a new set; a user proves they hold the factor first.
 pub fn recovery_codes(ctx: &Ctx, user: Option<&str>) -> Result<()> {
-    let name = ctx.caller.target_name(user)?;
+    let name = ctx.caller.target(user)?.name;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
-    if store.login_state(&name, SOURCE)?.factors.is_empty() {
-        return Err(Error::failed(format!(
-            "{name} has no second factor: enroll first"
-        )));
-    };
+    let store = ctx.store_for_changes(&config)?;
+    let factors = current_factors(&*store, &name, ": enroll first")?;
     if !ctx.caller.is_root() {
-        prove_possession(ctx, &config, &store, &name, "recovery-codes")?;
+        prove_possession(ctx, &config, &*store, &name, factors, "recovery-codes")?;
     }
     let (codes, hashed) = new_recovery_codes(config.recovery.codes)?;
     store.replace_recovery_codes(&name, &hashed)?;
@@ -98,7 +145,7 @@ pub fn recovery_codes(ctx: &Ctx, user: Option<&str>) -> Result<()> {
 }
 
 /// What happens at the next login of a user without a factor who must have one.
-fn mandatory_note(config: &Config, user: &str) -> String {
+fn mandatory_note(ctx: &Ctx, config: &Config, user: &str) -> String {
     match user_policy(config, user) {
         Ok((Policy::Mandatory, reason)) => {
             let next = if config.policy.enroll_at_login {
@@ -108,7 +155,11 @@ fn mandatory_note(config: &Config, user: &str) -> String {
             } else {
                 "they cannot log in until they enroll again (totp-admin enroll, or root with --user)"
             };
-            format!("A second factor is mandatory for {user} ({reason}): {next}.\n")
+            format!(
+                "A second factor is mandatory for {} ({}): {next}.\n",
+                escaped(user),
+                shown_reason(&ctx.caller, &reason)
+            )
         }
         _ => String::new(),
     }

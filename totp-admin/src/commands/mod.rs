@@ -10,15 +10,16 @@ pub mod status;
 pub mod store;
 
 use crate::audit;
-use crate::caller::Caller;
+use crate::caller::{Caller, Process};
 use crate::error::{Error, Result};
+use crate::output::escaped;
 use crate::terminal;
 use pam_totp::account::Membership;
 use pam_totp::auth::{self, Challenge, DenyReason, Login, Outcome};
 use pam_totp::config::Config;
 use pam_totp::policy::{policy_for, Policy, PolicyReason};
 use pam_totp::recovery::HashedCode;
-use pam_totp::store::{open_for_changes, open_for_reading, Store};
+use pam_totp::store::{open_for_changes, open_for_reading, Factor, Store};
 use pam_totp::throttle;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -32,6 +33,8 @@ pub const SOURCE: &str = "totp-admin";
 pub const MAX_TRIES: u32 = 3;
 
 pub struct Ctx {
+    /// The ids the process started with (for the password check).
+    pub process: Process,
     pub caller: Caller,
     pub config_path: PathBuf,
     pub json: bool,
@@ -43,13 +46,14 @@ impl Ctx {
     }
 
     /// The store, for a command that changes it: an existing SQLite file of this
-    /// version's schema (only `store init` creates or migrates one), or the PostgreSQL
-    /// server of `[store] backend = "postgresql"`.
-    pub fn store(&self, config: &Config) -> Result<Box<dyn Store>> {
+    /// version's schema, or the PostgreSQL server of `[store] backend = "postgresql"`.
+    /// Only `store init` creates or migrates a store.
+    pub fn store_for_changes(&self, config: &Config) -> Result<Box<dyn Store>> {
         Ok(open_for_changes(config)?)
     }
 
-    /// The store, for a command that only reads it: SQLite opened read-only.
+    /// The store, for a command that only reads it: SQLite opened read-only; nothing
+    /// is created, migrated or written.
     pub fn store_for_reading(&self, config: &Config) -> Result<Box<dyn Store>> {
         Ok(open_for_reading(config)?)
     }
@@ -73,6 +77,27 @@ pub fn user_policy(config: &Config, user: &str) -> Result<(Policy, PolicyReason)
     })?)
 }
 
+/// Why a policy applies, as the caller may see it: root sees the rule (the group or
+/// network, escaped); a user sees it in general terms, never which groups or networks
+/// the configuration lists.
+pub fn shown_reason(caller: &Caller, reason: &PolicyReason) -> String {
+    if caller.is_root() {
+        return escaped(&reason.to_string());
+    }
+    general_reason(reason).to_string()
+}
+
+/// A policy reason without the configured names.
+pub fn general_reason(reason: &PolicyReason) -> &'static str {
+    match reason {
+        PolicyReason::ExemptGroup(_) => "member of an exempt group",
+        PolicyReason::ExemptNetwork(_) => "source inside an exempt network",
+        PolicyReason::MandatoryHost => "mandatory for every user on this host",
+        PolicyReason::MandatoryGroup(_) => "member of a group for which it is mandatory",
+        PolicyReason::Default => "no rule applies",
+    }
+}
+
 /// Whether the user must wait anywhere: a locked source or the per-user ceiling.
 /// Returns the locked sources with their remaining seconds.
 pub fn lockouts(
@@ -93,14 +118,18 @@ pub fn lockouts(
     Ok((ceiling || !locked_sources.is_empty(), locked_sources))
 }
 
-/// Asks for a current code (or a recovery code) of `factor` until one is right, at
-/// most [`MAX_TRIES`] times. Failures count towards throttling like failed logins;
-/// the accepted code or recovery code is used up.
+/// Asks for a current code of one of `factors` (or a recovery code) until one is
+/// right, at most [`MAX_TRIES`] times. Each answer goes through the same steps as at
+/// login: [`Store::begin_attempt`] decides, when it arrives, whether it may be checked
+/// and counts it against the user's limits (shared with logins); a success gives the
+/// attempt back. The accepted code or recovery code is used up. Nothing is held while
+/// the user types.
 pub fn prove_possession(
     ctx: &Ctx,
     config: &Config,
     store: &dyn Store,
     user: &str,
+    factors: Vec<Factor>,
     action: &str,
 ) -> Result<()> {
     let login = Login {
@@ -109,40 +138,52 @@ pub fn prove_possession(
         rhost: None,
         tty: Some(SOURCE),
     };
+    let challenge = Challenge { factors };
     for _ in 0..MAX_TRIES {
-        let now = now();
         let state = store.login_state(user, SOURCE)?;
-        if state.factors.is_empty() {
-            return Err(Error::failed(format!("{user} has no second factor")));
-        };
-        if let Some(wait) = throttle::wait_secs(state.pair, state.user, now, &config.throttle) {
+        if let Some(wait) = throttle::wait_secs(state.pair, state.user, now(), &config.throttle) {
             audit::refused(&ctx.caller, action, user, "throttled");
-            return Err(Error::refused(format!(
-                "too many wrong codes: try again in {wait} s"
-            )));
+            return Err(too_many(wait));
         }
-        let challenge = Challenge {
-            factors: state.factors,
-        };
+        let asked_at = now();
         let answer = terminal::ask("Current code from your app (or a recovery code): ", false)?;
-        // The time the answer arrived; the check counts against the user's limits.
-        let answered_at = self::now();
-        match auth::check_answer(config, store, &login, &challenge, &answer, now, answered_at)? {
+        // Checked against the time the answer arrived.
+        match auth::check_answer(config, store, &login, &challenge, &answer, asked_at, now())? {
             Outcome::Success(_) => return Ok(()),
             Outcome::Denied(DenyReason::Throttled { wait_secs }) => {
                 audit::refused(&ctx.caller, action, user, "throttled");
-                return Err(Error::refused(format!(
-                    "too many wrong codes: try again in {wait_secs} s"
-                )));
+                return Err(too_many(wait_secs));
             }
             Outcome::Denied(DenyReason::Replayed) => {
                 terminal::say("That code was already used. Wait for the next one.")?;
+            }
+            Outcome::Denied(DenyReason::FactorChanged) => {
+                audit::refused(&ctx.caller, action, user, "factor changed meanwhile");
+                return Err(Error::refused(
+                    "the second factor was changed meanwhile: nothing was changed",
+                ));
             }
             _ => terminal::say("Wrong code.")?,
         }
     }
     audit::refused(&ctx.caller, action, user, "wrong code");
     Err(Error::refused("wrong code: nothing was changed"))
+}
+
+fn too_many(wait: u64) -> Error {
+    Error::refused(format!("too many wrong codes: try again in {wait} s"))
+}
+
+/// The user's factors now, or "USER has no second factor".
+pub fn current_factors(store: &dyn Store, user: &str, hint: &str) -> Result<Vec<Factor>> {
+    let factors = store.login_state(user, SOURCE)?.factors;
+    if factors.is_empty() {
+        return Err(Error::failed(format!(
+            "{} has no second factor{hint}",
+            escaped(user)
+        )));
+    }
+    Ok(factors)
 }
 
 /// `count` new recovery codes and their stored forms.
@@ -174,7 +215,7 @@ pub fn recovery_codes_text(codes: &[Zeroizing<String>]) -> Zeroizing<String> {
 /// wiping memory.
 pub fn recovery_codes_json(user: &str, codes: &[Zeroizing<String>]) -> Zeroizing<String> {
     let mut text = Zeroizing::new(String::from("{\"user\":"));
-    text.push_str(&serde_json::Value::from(user).to_string());
+    text.push_str(&crate::output::json_text(&serde_json::Value::from(user)));
     text.push_str(",\"recovery_codes\":[");
     for (i, code) in codes.iter().enumerate() {
         if i > 0 {
@@ -192,6 +233,32 @@ pub fn recovery_codes_json(user: &str, codes: &[Zeroizing<String>]) -> Zeroizing
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_see_reasons_in_general_terms() {
+        use pam_totp::account::Account;
+        let who = |uid| Caller {
+            account: Account {
+                name: if uid == 0 { "root" } else { "alice" }.into(),
+                uid,
+                gid: uid,
+                home: "/".into(),
+            },
+            tty: "none".into(),
+            login_uid: None,
+        };
+        let reason = PolicyReason::ExemptGroup("break\x1bglass".into());
+        assert_eq!(
+            shown_reason(&who(0), &reason),
+            "member of exempt group break\\x1bglass"
+        );
+        assert_eq!(
+            shown_reason(&who(1000), &reason),
+            "member of an exempt group"
+        );
+        let reason = PolicyReason::MandatoryGroup("admins".into());
+        assert!(!shown_reason(&who(1000), &reason).contains("admins"));
+    }
 
     #[test]
     fn recovery_json_is_valid() {

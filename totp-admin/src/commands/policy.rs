@@ -3,31 +3,33 @@
 //! reader (`Config::parse`) and writes nothing that does not load, then replaces the
 //! file atomically with its owner and mode.
 
-use super::{user_policy, Ctx};
+use super::{general_reason, user_policy, Ctx};
 use crate::audit;
 use crate::cli::PolicySetArgs;
 use crate::error::{Error, Result};
-use crate::output::{emit, emit_json, field_table, list_cell};
+use crate::output::{emit, emit_json, escaped, field_table, list_cell, yes_no};
 use pam_totp::account;
 use pam_totp::config::{Config, ConfigError, FailMode};
+use pam_totp::policy::{Policy, PolicyReason};
 use serde_json::json;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use toml_edit::{Array, DocumentMut, Item, Table, TableLike, Value};
 
-/// `policy show [--user U]`.
+/// `policy show [--user U]`. Root sees the whole policy (and, with `--user`, why it
+/// applies to that user). Anyone else sees their own policy and why in general terms,
+/// never the groups or networks the configuration lists (config.toml is root's alone).
 pub fn show(ctx: &Ctx, user: Option<&str>) -> Result<()> {
-    let target = user.map(|u| ctx.caller.target_name(Some(u))).transpose()?;
+    if !ctx.caller.is_root() {
+        return show_own(ctx, user);
+    }
+    let target = user.map(|u| ctx.caller.target(Some(u))).transpose()?;
     let config = ctx.config()?;
     let p = &config.policy;
-    let failmode = match p.failmode {
-        FailMode::Secure => "secure",
-        FailMode::Open => "open",
-    };
     let networks: Vec<String> = p.exempt_networks.iter().map(ToString::to_string).collect();
     let for_user = match &target {
-        Some(name) => Some((name.clone(), user_policy(&config, name)?)),
+        Some(account) => Some((account.name.clone(), user_policy(&config, &account.name)?)),
         None => None,
     };
     if ctx.json {
@@ -40,7 +42,7 @@ pub fn show(ctx: &Ctx, user: Option<&str>) -> Result<()> {
             "prompt_timeout": p.prompt_timeout.to_string(),
             "enroll_at_login": p.enroll_at_login,
             "enroll_confirm_codes": p.enroll_confirm_codes,
-            "failmode": failmode,
+            "failmode": failmode(&config),
         });
         if let Some((name, (policy, reason))) = &for_user {
             value["user"] = json!(name);
@@ -51,10 +53,10 @@ pub fn show(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     }
     let mut rows = Vec::new();
     if let Some((name, (policy, reason))) = &for_user {
-        rows.push(("user".to_string(), name.clone()));
+        rows.push(("user".to_string(), escaped(name)));
         rows.push(("policy".to_string(), policy.as_str().to_string()));
-        rows.push(("reason".to_string(), reason.to_string()));
-        if !networks.is_empty() && policy.as_str() != "exempt" {
+        rows.push(("reason".to_string(), escaped(&reason.to_string())));
+        if !networks.is_empty() && *policy != Policy::Exempt {
             rows.push(("from exempt_networks".to_string(), "exempt".to_string()));
         }
     }
@@ -73,9 +75,77 @@ pub fn show(ctx: &Ctx, user: Option<&str>) -> Result<()> {
             "enroll_confirm_codes".to_string(),
             p.enroll_confirm_codes.to_string(),
         ),
-        ("failmode".to_string(), failmode.to_string()),
+        ("failmode".to_string(), failmode(&config).to_string()),
     ]);
     emit(&field_table(&rows))
+}
+
+/// `policy show` by a user: their own policy, why in general terms, whether logins
+/// from some networks skip the code for them, and what enrollment asks of them.
+fn show_own(ctx: &Ctx, user: Option<&str>) -> Result<()> {
+    let account = ctx.caller.target(user)?;
+    let config = ctx.config()?;
+    let view = own_view(&config, user_policy(&config, &account.name)?);
+    if ctx.json {
+        return emit_json(&json!({
+            "user": account.name,
+            "policy": view.policy.as_str(),
+            "reason": view.reason,
+            "exempt": view.policy == Policy::Exempt,
+            "exempt_from_some_networks": view.exempt_from_some_networks,
+            "grace_period": view.grace_period,
+            "enroll_at_login": view.enroll_at_login,
+        }));
+    }
+    let mut rows = vec![
+        ("user".to_string(), escaped(&account.name)),
+        ("policy".to_string(), view.policy.as_str().to_string()),
+        ("reason".to_string(), view.reason.to_string()),
+        ("exempt".to_string(), yes_no(view.policy == Policy::Exempt)),
+    ];
+    if view.exempt_from_some_networks {
+        rows.push((
+            "from some networks".to_string(),
+            "exempt (no code asked)".to_string(),
+        ));
+    }
+    if let Some(grace) = &view.grace_period {
+        rows.push(("grace_period".to_string(), grace.clone()));
+    }
+    rows.push((
+        "enroll_at_login".to_string(),
+        view.enroll_at_login.to_string(),
+    ));
+    emit(&field_table(&rows))
+}
+
+/// What a user may know of the policy as it applies to them.
+#[derive(Debug, PartialEq, Eq)]
+struct OwnView {
+    policy: Policy,
+    reason: &'static str,
+    exempt_from_some_networks: bool,
+    /// Only when the factor is mandatory for them.
+    grace_period: Option<String>,
+    enroll_at_login: bool,
+}
+
+fn own_view(config: &Config, (policy, reason): (Policy, PolicyReason)) -> OwnView {
+    let p = &config.policy;
+    OwnView {
+        policy,
+        reason: general_reason(&reason),
+        exempt_from_some_networks: policy != Policy::Exempt && !p.exempt_networks.is_empty(),
+        grace_period: (policy == Policy::Mandatory).then(|| p.grace_period.to_string()),
+        enroll_at_login: p.enroll_at_login,
+    }
+}
+
+fn failmode(config: &Config) -> &'static str {
+    match config.policy.failmode {
+        FailMode::Secure => "secure",
+        FailMode::Open => "open",
+    }
 }
 
 /// A UTF-8 byte order mark, which TOML parsers allow at the start of a file.
@@ -103,7 +173,7 @@ impl Change {
             Level::Optional => "optional",
         };
         match &self.group {
-            Some(g) => format!("{level} for group {g}"),
+            Some(g) => format!("{level} for group {}", escaped(g)),
             None => format!("{level} host-wide"),
         }
     }
@@ -155,7 +225,7 @@ pub fn set(ctx: &Ctx, args: &PolicySetArgs) -> Result<()> {
     {
         emit(&format!(
             "Note: it is still mandatory for the groups {}.\n",
-            config.policy.mandatory_groups.join(", ")
+            escaped(&config.policy.mandatory_groups.join(", "))
         ))?;
     }
     Ok(())
@@ -307,6 +377,38 @@ mod tests {
             level,
             group: group.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn a_user_sees_no_configured_names() {
+        let config = Config::parse(
+            "[policy]\nexempt_groups = [\"breakglass\"]\nmandatory_groups = [\"admins\"]\n\
+             exempt_networks = [\"10.0.0.0/8\"]\ngrace_period = \"3d\"\n",
+        )
+        .unwrap();
+        let view = own_view(
+            &config,
+            (
+                Policy::Mandatory,
+                PolicyReason::MandatoryGroup("admins".into()),
+            ),
+        );
+        let text = format!("{view:?}");
+        for secret in ["admins", "breakglass", "10.0.0.0"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(view.exempt_from_some_networks);
+        assert_eq!(view.grace_period.as_deref(), Some("3d"));
+        let exempt = own_view(
+            &config,
+            (
+                Policy::Exempt,
+                PolicyReason::ExemptGroup("breakglass".into()),
+            ),
+        );
+        assert_eq!(exempt.reason, "member of an exempt group");
+        assert!(!exempt.exempt_from_some_networks);
+        assert_eq!(exempt.grace_period, None);
     }
 
     #[test]

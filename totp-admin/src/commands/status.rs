@@ -1,49 +1,59 @@
 //! `status` and `list`: who is enrolled, their policy, lockouts and recovery codes.
 
-use super::{lockouts, now, user_policy, Ctx};
+use super::{lockouts, now, shown_reason, user_policy, Ctx};
+use crate::caller::{no_such_user, Target};
 use crate::error::Result;
-use crate::output::{boxed, emit, emit_json, field_table, time_or_never, yes_no};
+use crate::output::{boxed, emit, emit_json, escaped, field_table, time_or_never, yes_no};
 use pam_totp::store::Store;
 use serde_json::json;
 
-/// `status [--user U]`.
+/// `status [--user U]`. Reads the store read-only, and no key: the factors come from
+/// the summaries `list` uses.
 pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
-    let name = ctx.caller.target_name(user)?;
+    let target = ctx.caller.resolve(user)?;
+    let name = match &target {
+        Target::Account(a) => a.name.clone(),
+        Target::Unknown(n) => n.clone(),
+    };
     let config = ctx.config()?;
     let store = ctx.store_for_reading(&config)?;
     let now = now();
-    let factor = store
+    let factors = store
         .list()?
         .into_iter()
         .find(|u| u.user == name)
-        .and_then(|u| u.factors.into_iter().next());
-    if factor.is_none() && name != ctx.caller.name() {
+        .map(|u| u.factors)
+        .unwrap_or_default();
+    let enrolled = !factors.is_empty();
+    if !enrolled && matches!(target, Target::Unknown(_)) && !store.has_records(&name)? {
         // Unknown to NSS and not in the store: most likely a typo.
-        crate::caller::lookup_existing(&name)?;
+        return Err(no_such_user(&name));
     }
     let (policy, reason) = user_policy(&config, &name)?;
-    let (locked, locked_sources) = lockouts(&config, &store, &name, now)?;
-    let left = if factor.is_some() {
+    let reason = shown_reason(&ctx.caller, &reason);
+    let (locked, locked_sources) = lockouts(&config, &*store, &name, now)?;
+    let left = if enrolled {
         store.recovery_codes_left(&name)?
     } else {
         0
     };
-    let last_used = factor.as_ref().and_then(|f| f.last_used_at);
-    let params = factor.as_ref().map(|f| (f.algorithm, f.digits, f.period));
+    let last_used = factors.iter().filter_map(|f| f.last_used_at).max();
     if ctx.json {
+        let names: Vec<&str> = factors.iter().map(|f| f.name.as_str()).collect();
         return emit_json(&json!({
             "user": name,
-            "enrolled": factor.is_some(),
+            "enrolled": enrolled,
+            "factors": names,
             "policy": policy.as_str(),
-            "reason": reason.to_string(),
+            "reason": reason,
             "locked": locked,
             "recovery_codes_left": left,
             "last_used": last_used,
         }));
     }
     let mut rows = vec![
-        ("user".to_string(), name.clone()),
-        ("enrolled".to_string(), yes_no(factor.is_some())),
+        ("user".to_string(), escaped(&name)),
+        ("enrolled".to_string(), yes_no(enrolled)),
         (
             "policy".to_string(),
             format!("{} ({reason})", policy.as_str()),
@@ -53,15 +63,24 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     for (source, wait) in &locked_sources {
         rows.push((
             "locked from".to_string(),
-            format!("{source} for {wait} s more"),
+            format!("{} for {wait} s more", escaped(source)),
         ));
     }
-    if let (Some(f), Some((algorithm, digits, period))) = (&factor, params) {
-        rows.push(("enrolled on".to_string(), time_or_never(Some(f.created_at))));
+    for f in &factors {
+        let label = |what: &str| {
+            if factors.len() == 1 {
+                what.to_string()
+            } else {
+                format!("{what} ({})", escaped(&f.name))
+            }
+        };
+        rows.push((label("enrolled on"), time_or_never(Some(f.created_at))));
         rows.push((
-            "codes".to_string(),
-            format!("{algorithm}, {digits} digits, every {period} s"),
+            label("codes"),
+            format!("{}, {} digits, every {} s", f.algorithm, f.digits, f.period),
         ));
+    }
+    if enrolled {
         rows.push(("last used".to_string(), time_or_never(last_used)));
         rows.push(("recovery codes left".to_string(), left.to_string()));
     }
@@ -78,31 +97,34 @@ pub fn list(ctx: &Ctx) -> Result<()> {
     let mut json_rows = Vec::new();
     let mut rows = Vec::new();
     for u in &users {
-        let (locked, _) = lockouts(&config, &store, &u.user, now)?;
+        // The first factor (`default`) stands for the user in the table.
+        let Some(first) = u.factors.first() else {
+            continue;
+        };
+        let (locked, _) = lockouts(&config, &*store, &u.user, now)?;
         let policy = user_policy(&config, &u.user)
             .map(|(p, _)| p.as_str())
             .unwrap_or("unknown");
-        let Some(f) = u.factors.first() else {
-            continue;
-        };
         let last_used = u.factors.iter().filter_map(|f| f.last_used_at).max();
         if ctx.json {
+            let names: Vec<&str> = u.factors.iter().map(|f| f.name.as_str()).collect();
             json_rows.push(json!({
                 "user": u.user,
+                "factors": names,
                 "policy": policy,
-                "algorithm": f.algorithm.as_str(),
-                "digits": f.digits,
-                "period": f.period,
-                "enrolled_at": f.created_at,
+                "algorithm": first.algorithm.as_str(),
+                "digits": first.digits,
+                "period": first.period,
+                "enrolled_at": first.created_at,
                 "last_used": last_used,
                 "recovery_codes_left": u.recovery_codes_left,
                 "locked": locked,
             }));
         } else {
             rows.push(vec![
-                u.user.clone(),
+                escaped(&u.user),
                 policy.to_string(),
-                time_or_never(Some(f.created_at)),
+                time_or_never(Some(first.created_at)),
                 time_or_never(last_used),
                 u.recovery_codes_left.to_string(),
                 yes_no(locked),

@@ -5,7 +5,7 @@ use super::Ctx;
 use crate::audit;
 use crate::cli::{StoreCopyArgs, StoreInitArgs};
 use crate::error::{Error, Result};
-use crate::output::emit;
+use crate::output::{emit, escaped};
 use pam_totp::config::{Backend, Config};
 use pam_totp::store::{init_store, open_for_changes, open_for_reading};
 
@@ -20,7 +20,7 @@ pub fn init(ctx: &Ctx, args: &StoreInitArgs) -> Result<()> {
                 ));
             }
             let report = init_store(&config)?;
-            let path = config.store.path.display();
+            let path = describe(&config);
             match report.found {
                 0 => format!(
                     "Created store {path} (schema version {}).\n",
@@ -61,21 +61,23 @@ fn init_postgresql(config: &Config, login_role: Option<&str>) -> Result<String> 
     };
     if let Some(role) = login_role {
         text.push_str(&format!(
-            "Granted role {role} what a login needs (read factors, update steps and throttle rows).\n"
+            "Granted role {} what a login needs (read factors, update steps and throttle rows).\n",
+            escaped(role)
         ));
     }
     Ok(text)
 }
 
-/// The store a configuration names, for messages.
+/// The store a configuration names, for messages (escaped: the strings come from a
+/// configuration file).
 fn describe(config: &Config) -> String {
     let s = &config.store;
-    match s.backend {
+    escaped(&match s.backend {
         Backend::Sqlite => s.path.display().to_string(),
         Backend::Postgresql => {
             format!("postgresql://{}@{}:{}/{}", s.user, s.host, s.port, s.dbname)
         }
-    }
+    })
 }
 
 pub fn copy(ctx: &Ctx, args: &StoreCopyArgs) -> Result<()> {
