@@ -104,9 +104,10 @@ done
 "$bench" setup totp "$work/concurrent-totp" 100000
 "$bench" setup ga "$work/concurrent-ga" $((procs * logins))
 
+declare -A cpu p50 lost
 echo "## Results ($(date -u +%Y-%m-%d), $(nproc) cores, $auths logins per row)"
 echo
-echo "| module | users | code | ok / logins | CPU user µs | CPU system µs | CPU total µs | wall p50 µs | wall p99 µs | syscalls | fsyncs | syslog lines |"
+echo "| module | users | code | accepted / logins | CPU user µs | CPU system µs | CPU total µs | wall p50 µs | wall p99 µs | syscalls | fsyncs | syslog lines |"
 echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for row in "${rows[@]}"; do
     IFS='|' read -r label kind users path <<<"$row"
@@ -120,6 +121,8 @@ for row in "${rows[@]}"; do
     per_login "$work/none.strace" "$work/logins.strace" >"$work/$kind-$users-$path.calls"
     calls=$(awk '{ s += $2 } END { printf "%.1f", s }' "$work/$kind-$users-$path.calls")
     fsyncs=$(awk '$1 == "fsync" || $1 == "fdatasync" { s += $2 } END { printf "%.1f", s }' "$work/$kind-$users-$path.calls")
+    cpu[$kind-$users-$path]=$(field "$line" cpu_us)
+    p50[$kind-$users-$path]=$(field "$line" p50_us)
     case $kind in ga*) users="$users (1 file each)" ;; esac
     echo "| $label | $users | $path | $(field "$line" ok) / $(field "$line" auths) | $(field "$line" user_us) | $(field "$line" sys_us) | $(field "$line" cpu_us) | $(field "$line" p50_us) | $(field "$line" p99_us) | $calls | $fsyncs | $(field "$line" syslog_lines) |"
 done
@@ -150,5 +153,37 @@ for kind in totp ga; do
     line=$("$bench" concurrent "$kind" "$dir" $procs $logins $rounds)
     label=pam_totp users=100000
     [ "$kind" = ga ] && label=google-authenticator users="$((procs * logins)) (1 file each)"
+    lost[$kind]=$(field "$line" lost)
     echo "| $label | $users | $(field "$line" auths) | $(field "$line" lost) | $(field "$line" per_sec) | $(field "$line" syslog_lines) |"
 done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+check() { # text measured ratio limit
+    local holds=no
+    awk -v r="$3" -v l="$4" 'BEGIN { exit !(r <= l) }' && holds=yes
+    echo "| $1 | $2 | $holds |"
+}
+echo
+echo "Against the targets (google-authenticator: the plain row):"
+echo
+echo "| target | measured | holds |"
+echo "|---|---|---|"
+for users in 50 100000; do
+    r=$(ratio "${cpu[totp-$users-right]}" "${cpu[ga-50-right]}")
+    check "success CPU per login ≤ google-authenticator's ($users users)" \
+        "${cpu[totp-$users-right]} vs ${cpu[ga-50-right]} µs: $r×" "$r" 1
+done
+for users in 50 100000; do
+    r=$(ratio "${p50[totp-$users-right]}" "${p50[ga-50-right]}")
+    check "success wall p50 ≤ 1.5 × google-authenticator's ($users users)" \
+        "${p50[totp-$users-right]} vs ${p50[ga-50-right]} µs: $r×" "$r" 1.5
+done
+for users in 50 100000; do
+    r=$(ratio "${cpu[totp-$users-wrong]}" "${cpu[totp-$users-right]}")
+    check "wrong code CPU ≤ 1.2 × a right one's ($users users)" \
+        "${cpu[totp-$users-wrong]} vs ${cpu[totp-$users-right]} µs: $r×" "$r" 1.2
+done
+check "$procs processes at once lose no valid code" "${lost[totp]} refused" "${lost[totp]}" 0
+r=$(ratio "${cpu[totp-100000-right]}" "${cpu[totp-50-right]}")
+check "success CPU with 100,000 users ≤ 1.1 × with 50" \
+    "${cpu[totp-100000-right]} vs ${cpu[totp-50-right]} µs: $r×" "$r" 1.1
