@@ -19,7 +19,7 @@ use pam_totp::otp::{
 use pam_totp::policy::{parse_host_address, policy_for, LookupError, Policy, PolicyReason};
 use pam_totp::recovery;
 use pam_totp::secret::{Answer, SecretKey};
-use pam_totp::store::{Enrollment, SqliteStore, Store};
+use pam_totp::store::{EnrollMode, Enrollment, SqliteStore, Store, DEFAULT_FACTOR};
 
 /// Splits `data` at the first `sep`: (before, after). Without one, (data, empty).
 fn split(data: &[u8], sep: u8) -> (&[u8], &[u8]) {
@@ -158,9 +158,12 @@ pub fn answer_check(data: &[u8]) {
         .map(|c| recovery::hash_new(c).expect("recovery code"))
         .collect();
     let enrollment = Enrollment {
+        name: DEFAULT_FACTOR,
         secret: &key,
         params,
-        recovery_codes: &hashed,
+        mode: EnrollMode::New,
+        recovery_codes: Some(&hashed),
+        confirmed_step: None,
     };
     store
         .enroll("alice", &enrollment, NOW - 3600)

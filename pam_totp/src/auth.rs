@@ -7,7 +7,7 @@ use crate::otp;
 use crate::policy::{Policy, PolicyReason};
 use crate::recovery;
 use crate::secret::Answer;
-use crate::store::{Factor, Store, StoreError};
+use crate::store::{Attempt, Factor, StepOutcome, Store, StoreError};
 use crate::throttle;
 use std::fmt;
 
@@ -65,6 +65,9 @@ pub enum DenyReason {
     WrongCode,
     /// A right code for a time step that was already used.
     Replayed,
+    /// A right code, but its factor was removed or replaced before its step was
+    /// recorded.
+    FactorChanged,
     /// The answer cannot be a code at all (empty, letters, too long).
     Malformed,
     /// Too many failures: the pair or the user waits this many seconds.
@@ -124,6 +127,7 @@ impl fmt::Display for Outcome {
                 match r {
                     DenyReason::WrongCode => f.write_str("wrong code")?,
                     DenyReason::Replayed => f.write_str("code already used")?,
+                    DenyReason::FactorChanged => f.write_str("factor changed during the login")?,
                     DenyReason::Malformed => f.write_str("malformed answer")?,
                     DenyReason::Throttled { wait_secs } => {
                         write!(f, "throttled for {wait_secs} s")?
@@ -175,9 +179,10 @@ pub enum Next {
 /// What an answer to `Verification code: ` is checked against.
 #[derive(Debug)]
 pub struct Challenge {
-    pub factor: Factor,
-    /// Set when the (user, source) pair or the user must wait: the answer is refused
-    /// whatever it is.
+    /// Every factor of the user: a code of any of them is accepted.
+    pub factors: Vec<Factor>,
+    /// Set when the (user, source) pair or the user must wait when the prompt is shown
+    /// (for the notice; whether the answer is checked is decided when it arrives).
     pub throttled: Option<u64>,
     /// Failures of the pair so far; a success clears them.
     pub failures: u32,
@@ -208,12 +213,12 @@ pub fn start_login(
         ));
     }
     let state = store.login_state(login.user, login.source())?;
-    if let Some(factor) = state.factor {
+    if !state.factors.is_empty() {
         let throttled = throttle::wait_secs(state.pair, state.user, now, &config.throttle);
         let notice = throttled
             .map(|secs| Notice::Error(format!("Too many failed attempts: try again in {secs} s.")));
         let challenge = Challenge {
-            factor,
+            factors: state.factors,
             throttled,
             failures: state.pair.failures,
         };
@@ -253,8 +258,10 @@ pub fn start_login(
     ))
 }
 
-/// Checks the answer to `Verification code: ` and records the result: the accepted time
-/// step or recovery code, or one more failure for (user, source).
+/// Checks the answer to `Verification code: `. Whether it may be checked at all, and
+/// its count as a failure, are one atomic step of the store (an answer that arrives
+/// while the pair or the user is locked is refused unchecked); a success gives the
+/// attempt back.
 pub fn check_answer(
     config: &Config,
     store: &dyn Store,
@@ -263,18 +270,14 @@ pub fn check_answer(
     answer: &Answer,
     now: i64,
 ) -> Result<Outcome, StoreError> {
-    if let Some(wait_secs) = challenge.throttled {
+    if let Attempt::Throttled { wait_secs } =
+        store.begin_attempt(login.user, login.source(), now, &config.throttle)?
+    {
         return Ok(Outcome::Denied(DenyReason::Throttled { wait_secs }));
     }
-    let outcome = verify_answer(config, store, login, &challenge.factor, answer, now)?;
-    match outcome {
-        Outcome::Denied(_) => {
-            store.record_failure(login.user, login.source(), now, &config.throttle)?;
-        }
-        Outcome::Success(_) if challenge.failures > 0 => {
-            store.clear_failures(login.user, login.source())?
-        }
-        _ => {}
+    let outcome = verify_answer(config, store, login, &challenge.factors, answer, now)?;
+    if let Outcome::Success(_) = outcome {
+        store.attempt_succeeded(login.user, login.source())?;
     }
     Ok(outcome)
 }
@@ -283,7 +286,7 @@ fn verify_answer(
     config: &Config,
     store: &dyn Store,
     login: &Login<'_>,
-    factor: &Factor,
+    factors: &[Factor],
     answer: &Answer,
     now: i64,
 ) -> Result<Outcome, StoreError> {
@@ -297,26 +300,31 @@ fn verify_answer(
     let Ok(unix_time) = u64::try_from(now) else {
         return Ok(Outcome::Unavailable("system clock is before 1970".into()));
     };
-    let code = otp::parse_code(typed.as_bytes(), factor.params.digits);
-    if let Some(code) = code {
-        if let Some(step) = otp::verify_code(
+    let mut looked_like_a_code = false;
+    for factor in factors {
+        let Some(code) = otp::parse_code(typed.as_bytes(), factor.params.digits) else {
+            continue;
+        };
+        looked_like_a_code = true;
+        let Some(step) = otp::verify_code(
             &factor.secret,
             &factor.params,
             code,
             unix_time,
             config.totp.window,
-        ) {
-            let step = i64::try_from(step).unwrap_or(i64::MAX);
-            return Ok(if store.accept_step(login.user, step, now)? {
-                Outcome::Success(Method::Code)
-            } else {
-                Outcome::Denied(DenyReason::Replayed)
-            });
-        }
+        ) else {
+            continue;
+        };
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        return Ok(match store.accept_step(login.user, factor.id, step, now)? {
+            StepOutcome::Accepted => Outcome::Success(Method::Code),
+            StepOutcome::Replayed => Outcome::Denied(DenyReason::Replayed),
+            StepOutcome::FactorChanged => Outcome::Denied(DenyReason::FactorChanged),
+        });
     }
     // Not a current code: it may be a recovery code (imported scratch codes are digits).
     let Some(normalized) = recovery::normalize(&typed) else {
-        let reason = if code.is_some() {
+        let reason = if looked_like_a_code {
             DenyReason::WrongCode
         } else {
             DenyReason::Malformed

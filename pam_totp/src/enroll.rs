@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::otp::{self, OtpParams};
 use crate::recovery::{self, HashedCode};
 use crate::secret::{Answer, SecretKey};
-use crate::store::{Enrollment, Store, StoreError};
+use crate::store::{EnrollMode, Enrollment, Store, StoreError};
 use std::fmt;
 use zeroize::Zeroizing;
 
@@ -128,35 +128,38 @@ pub fn recovery_codes(count: u32) -> std::io::Result<(Vec<Zeroizing<String>>, Ve
     Ok((codes, hashed))
 }
 
-/// Stores a confirmed factor. `confirmed_step` (the last confirmation code's step) is
-/// recorded as used, so the code typed to confirm cannot log anyone in again.
+/// Stores a confirmed factor named `name` (with `mode` saying what may be there
+/// already) and, when given, a new set of recovery codes, in one transaction.
+/// `confirmed_step` (the last confirmation code's step) is recorded as used, so the code
+/// typed to confirm cannot log anyone in again. Returns the new factor's id.
 pub fn activate(
     store: &dyn Store,
     factor: &NewFactor,
-    recovery: &[HashedCode],
+    name: &str,
+    mode: EnrollMode,
+    recovery: Option<&[HashedCode]>,
     confirmed_step: Option<u64>,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     store.enroll(
         &factor.user,
         &Enrollment {
+            name,
             secret: &factor.secret,
             params: factor.params,
+            mode,
             recovery_codes: recovery,
+            confirmed_step: confirmed_step.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
         },
         now,
-    )?;
-    if let Some(step) = confirmed_step {
-        store.accept_step(&factor.user, i64::try_from(step).unwrap_or(i64::MAX), now)?;
-    }
-    Ok(())
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::otp::Algorithm;
-    use crate::store::SqliteStore;
+    use crate::store::{SqliteStore, StepOutcome, DEFAULT_FACTOR};
 
     fn factor() -> NewFactor {
         let mut config = Config::default();
@@ -221,11 +224,26 @@ mod tests {
         let f = factor();
         let (codes, hashed) = recovery_codes(3).unwrap();
         assert_eq!(codes.len(), 3);
-        activate(&store, &f, &hashed, Some(100), 5).unwrap();
-        assert!(!store.accept_step("alice", 100, 6).unwrap());
-        assert!(store.accept_step("alice", 101, 6).unwrap());
+        let id = activate(
+            &store,
+            &f,
+            DEFAULT_FACTOR,
+            EnrollMode::New,
+            Some(&hashed),
+            Some(100),
+            5,
+        )
+        .unwrap();
+        assert_eq!(
+            store.accept_step("alice", id, 100, 6).unwrap(),
+            StepOutcome::Replayed
+        );
+        assert_eq!(
+            store.accept_step("alice", id, 101, 6).unwrap(),
+            StepOutcome::Accepted
+        );
         assert_eq!(store.recovery_codes_left("alice").unwrap(), 3);
         let listed = store.list().unwrap();
-        assert_eq!(listed[0].algorithm, Algorithm::Sha1);
+        assert_eq!(listed[0].factors[0].algorithm, Algorithm::Sha1);
     }
 }

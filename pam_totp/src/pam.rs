@@ -13,7 +13,7 @@ use crate::qr::qr_lines;
 use crate::recovery::HashedCode;
 use crate::secret::Answer;
 use crate::stack;
-use crate::store::open_for_login;
+use crate::store::{open_for_login, EnrollMode, DEFAULT_FACTOR};
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -634,10 +634,13 @@ fn account(handle: &Handle, options: &Options) -> c_int {
                 enroll::activate(
                     &*store,
                     &pending.factor,
-                    &pending.recovery,
+                    DEFAULT_FACTOR,
+                    EnrollMode::New,
+                    Some(&pending.recovery),
                     Some(pending.step),
                     unix_now(),
                 )
+                .map(|_| ())
                 .map_err(|e| e.to_string())
             })
     };

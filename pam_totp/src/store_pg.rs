@@ -17,12 +17,12 @@
 //! prepared statements, so PgBouncer in transaction mode can stand in between.
 
 use crate::config::{check_owner_and_mode, SslMode, StoreConfig, ThrottleConfig};
-use crate::otp::OtpParams;
+use crate::otp::{Algorithm, OtpParams};
 use crate::recovery::{self, HashedCode};
 use crate::secret::SecretKey;
 use crate::store::{
-    hashed_code, EnrolledUser, Enrollment, Factor, LoginState, Result, Store, StoreError,
-    UserSummary,
+    hashed_code, Attempt, EnrollMode, EnrolledUser, Enrollment, Factor, FactorSummary, LoginState,
+    Result, StepOutcome, Store, StoreError, UserSummary,
 };
 use crate::throttle::{self, PairFailures, UserFailures};
 use rustls::pki_types::pem::PemObject;
@@ -48,57 +48,70 @@ pub use crate::store::PG_SCHEMA_VERSION as SCHEMA_VERSION;
 /// `totp-admin` waits at least this long per call: a copy or a migration is not a login.
 const ADMIN_MIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The tables, in their own schema so that they can share a database. Column names
-/// follow the SQLite store; `name` stands for SQLite's `user`, a reserved word here.
-const SCHEMA_V1: &str = "
+/// The tables of `store.rs`, in a schema of their own so that they can share a
+/// database: the same tables and columns as the SQLite store. `user` is a reserved word
+/// in PostgreSQL, so that column is always written quoted.
+const SCHEMA_V2: &str = r#"
 CREATE TABLE pam_totp.users (
-    name text PRIMARY KEY,
-    secret bytea,
-    algorithm text,
-    digits bigint,
-    period bigint,
-    created_at bigint,
-    confirmed_at bigint,
-    last_used_at bigint,
-    last_step bigint,
+    "user" text PRIMARY KEY,
     mandatory_since bigint,
     window_start bigint NOT NULL DEFAULT 0,
     window_failures bigint NOT NULL DEFAULT 0
 );
-CREATE TABLE pam_totp.throttle (
+CREATE TABLE pam_totp.factors (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    "user" text NOT NULL,
     name text NOT NULL,
-    source text NOT NULL,
-    failures bigint NOT NULL,
-    locked_until bigint NOT NULL,
-    PRIMARY KEY (name, source)
+    sealed_key bytea NOT NULL,
+    algorithm text NOT NULL,
+    digits bigint NOT NULL,
+    period bigint NOT NULL,
+    created_at bigint NOT NULL,
+    last_used_at bigint,
+    last_step bigint,
+    UNIQUE ("user", name)
 );
 CREATE TABLE pam_totp.recovery_codes (
-    name text NOT NULL,
+    "user" text NOT NULL,
     salt bytea NOT NULL,
     hash bytea NOT NULL,
     used_at bigint,
-    PRIMARY KEY (name, salt)
+    PRIMARY KEY ("user", salt)
 );
-";
+CREATE TABLE pam_totp.throttle (
+    "user" text NOT NULL,
+    source text NOT NULL,
+    failures bigint NOT NULL,
+    locked_until bigint NOT NULL,
+    last_failure_at bigint NOT NULL,
+    PRIMARY KEY ("user", source)
+);
+"#;
 
-/// What the module's own database role may do: read factors and state, move the
-/// replay step, count and clear failures, note a first mandatory sighting and mark a
-/// recovery code used. It can neither write a secret nor remove a user. `{role}` is
-/// replaced by a checked identifier.
-pub const LOGIN_GRANTS: &str = "
+/// What the module's own database role may do: read factors and state, move a
+/// factor's replay step, count and clear failures, note a first mandatory sighting and
+/// mark a recovery code used. It can neither write a key nor remove a factor. `{role}`
+/// is replaced by a checked identifier.
+pub const LOGIN_GRANTS: &str = r#"
 GRANT USAGE ON SCHEMA pam_totp TO {role};
-GRANT SELECT ON pam_totp.schema_version, pam_totp.users, pam_totp.throttle,
-    pam_totp.recovery_codes TO {role};
-GRANT UPDATE (last_step, last_used_at, window_start, window_failures, mandatory_since)
-    ON pam_totp.users TO {role};
-GRANT INSERT (name, mandatory_since) ON pam_totp.users TO {role};
+GRANT SELECT ON pam_totp.schema_version, pam_totp.users, pam_totp.factors,
+    pam_totp.throttle, pam_totp.recovery_codes TO {role};
+GRANT UPDATE (last_step, last_used_at) ON pam_totp.factors TO {role};
+GRANT INSERT ("user", mandatory_since, window_start, window_failures),
+    UPDATE (mandatory_since, window_start, window_failures) ON pam_totp.users TO {role};
 GRANT INSERT, UPDATE, DELETE ON pam_totp.throttle TO {role};
 GRANT UPDATE (used_at) ON pam_totp.recovery_codes TO {role};
-";
+"#;
 
-/// The columns of a factor, in the order [`factor_from_row`] reads them.
-const FACTOR_COLUMNS: &str = "u.secret, u.algorithm, u.digits, u.period, u.created_at, \
-                              u.confirmed_at, u.last_used_at, u.last_step";
+/// The columns of a factor, in the order [`PgStore::factor_from_row`] reads them.
+const FACTOR_COLUMNS: &str = "f.id, f.name, f.sealed_key, f.algorithm, f.digits, f.period, \
+                              f.created_at, f.last_used_at, f.last_step";
+
+/// A user's factors, `default` first, then in the order enrolled.
+const FACTOR_ORDER: &str = "f.name <> 'default', f.id";
+
+/// Sources whose failures are kept per user (as in the SQLite store).
+const MAX_SOURCES: i64 = 64;
 
 /// Where and how to connect; fixed for the store's lifetime.
 struct Target {
@@ -338,10 +351,17 @@ impl PgStore {
                     c.batch_execute("ROLLBACK").await?;
                     return Err(StoreError::Schema { found }.into());
                 }
-                if found < 1 {
-                    c.batch_execute(SCHEMA_V1).await?;
-                    c.batch_execute("INSERT INTO pam_totp.schema_version VALUES (1)")
-                        .await?;
+                match found {
+                    SCHEMA_VERSION => {}
+                    0 => {
+                        c.batch_execute(SCHEMA_V2).await?;
+                        c.batch_execute("INSERT INTO pam_totp.schema_version VALUES (2)")
+                            .await?;
+                    }
+                    _ => {
+                        c.batch_execute("ROLLBACK").await?;
+                        return Err(StoreError::Schema { found }.into());
+                    }
                 }
                 c.batch_execute("COMMIT").await?;
                 Ok(found)
@@ -695,35 +715,125 @@ fn u32_from(v: i64) -> u32 {
     v.clamp(0, i64::from(u32::MAX)) as u32
 }
 
-/// A factor from columns `first..first + 8` (see [`FACTOR_COLUMNS`]).
-fn factor_from_row(user: &str, r: &Row, first: usize) -> Result<Option<Factor>> {
-    let Some(secret) = get::<Option<Vec<u8>>>(r, first)? else {
-        return Ok(None);
-    };
-    let secret = SecretKey::from_bytes(secret);
-    let algorithm = get::<Option<String>>(r, first + 1)?
-        .unwrap_or_default()
-        .parse()
-        .map_err(StoreError::Corrupt)?;
-    let digits = get::<Option<i64>>(r, first + 2)?.unwrap_or(0);
-    let period = get::<Option<i64>>(r, first + 3)?.unwrap_or(0);
-    if !(6..=8).contains(&digits) || !(1..=3600).contains(&period) || secret.as_bytes().len() < 10 {
-        return Err(StoreError::Corrupt(format!(
-            "factor of {user:?} has bad parameters"
-        )));
+/// A factor's parameters as stored, checked.
+fn params_from(
+    user: &str,
+    name: &str,
+    algorithm: &str,
+    digits: i64,
+    period: i64,
+) -> Result<OtpParams> {
+    let bad = || StoreError::Corrupt(format!("factor {name:?} of {user:?} has bad parameters"));
+    let algorithm: Algorithm = algorithm.parse().map_err(|_| bad())?;
+    if !(6..=8).contains(&digits) || !(1..=3600).contains(&period) {
+        return Err(bad());
     }
-    Ok(Some(Factor {
-        secret,
-        params: OtpParams {
-            algorithm,
-            digits: digits as u32,
-            period: period as u64,
-        },
-        created_at: get::<Option<i64>>(r, first + 4)?.unwrap_or(0),
-        confirmed_at: get(r, first + 5)?,
-        last_used_at: get(r, first + 6)?,
-        last_step: get(r, first + 7)?,
-    }))
+    Ok(OtpParams {
+        algorithm,
+        digits: digits as u32,
+        period: period as u64,
+    })
+}
+
+/// A source as stored: at most 255 bytes, cut on a character boundary.
+fn cut(source: &str) -> &str {
+    let mut end = source.len().min(255);
+    while !source.is_char_boundary(end) {
+        end -= 1;
+    }
+    &source[..end]
+}
+
+/// Whether a statement failed because a table or column it names is not there: a
+/// store of another schema version.
+fn is_other_schema(e: &Failure) -> bool {
+    use tokio_postgres::error::SqlState;
+    match e {
+        Failure::Pg(e) => matches!(
+            e.code(),
+            Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::UNDEFINED_COLUMN
+        ),
+        Failure::Store(_) => false,
+    }
+}
+
+/// The schema version, read after a statement found the tables different.
+async fn found_version(c: &Client) -> i64 {
+    match query(
+        c,
+        "SELECT coalesce(max(version), 0) FROM pam_totp.schema_version",
+        &[],
+    )
+    .await
+    {
+        Ok(rows) => rows.first().and_then(|r| r.try_get(0).ok()).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+impl PgStore {
+    /// The key of a factor as stored. (Sealing under the host key: `seal.rs`.)
+    fn seal(&self, _user: &str, _name: &str, secret: &SecretKey) -> Result<Zeroizing<Vec<u8>>> {
+        Ok(Zeroizing::new(secret.as_bytes().to_vec()))
+    }
+
+    /// The key of a factor from its stored form.
+    fn unseal(&self, _user: &str, _name: &str, sealed: &[u8]) -> Result<SecretKey> {
+        Ok(SecretKey::from_bytes(sealed.to_vec()))
+    }
+
+    /// A factor from [`FACTOR_COLUMNS`] at `first..first + 9`, its key unsealed and its
+    /// parameters checked.
+    fn factor_from_row(&self, user: &str, r: &Row, first: usize) -> Result<Factor> {
+        let name: String = get(r, first + 1)?;
+        let sealed = Zeroizing::new(get::<Vec<u8>>(r, first + 2)?);
+        let secret = self.unseal(user, &name, &sealed)?;
+        let algorithm: String = get(r, first + 3)?;
+        let params = params_from(
+            user,
+            &name,
+            &algorithm,
+            get(r, first + 4)?,
+            get(r, first + 5)?,
+        )?;
+        if secret.as_bytes().len() < 10 {
+            return Err(StoreError::Corrupt(format!(
+                "factor {name:?} of {user:?}: key too short"
+            )));
+        }
+        Ok(Factor {
+            id: get(r, first)?,
+            name,
+            secret,
+            params,
+            created_at: get(r, first + 6)?,
+            last_used_at: get(r, first + 7)?,
+            last_step: get(r, first + 8)?,
+        })
+    }
+
+    /// Runs `job` inside BEGIN ... COMMIT (ROLLBACK when it fails).
+    fn transaction<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c Client) -> BoxFuture<'c, T> + Send + 'static,
+    {
+        self.run(false, move |c| {
+            Box::pin(async move {
+                c.batch_execute("BEGIN").await?;
+                match job(c).await {
+                    Ok(v) => {
+                        c.batch_execute("COMMIT").await?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        let _ = c.batch_execute("ROLLBACK").await;
+                        Err(e)
+                    }
+                }
+            })
+        })
+    }
 }
 
 /// Replaces a user's recovery codes (inside the caller's transaction).
@@ -734,14 +844,15 @@ async fn write_recovery_codes(
 ) -> std::result::Result<(), Failure> {
     query(
         c,
-        "DELETE FROM pam_totp.recovery_codes WHERE name = $1",
+        r#"DELETE FROM pam_totp.recovery_codes WHERE "user" = $1"#,
         &[text(user)],
     )
     .await?;
     for (code, used_at) in codes {
         query(
             c,
-            "INSERT INTO pam_totp.recovery_codes (name, salt, hash, used_at) VALUES ($1, $2, $3, $4)",
+            r#"INSERT INTO pam_totp.recovery_codes ("user", salt, hash, used_at)
+               VALUES ($1, $2, $3, $4)"#,
             &[
                 text(user),
                 P::Bytes(code.salt.to_vec()),
@@ -754,52 +865,270 @@ async fn write_recovery_codes(
     Ok(())
 }
 
+/// The id and last step of the user's factor `name`, locked until the transaction ends.
+async fn current_factor(
+    c: &Client,
+    user: &str,
+    name: &str,
+) -> std::result::Result<Option<(i64, Option<i64>)>, Failure> {
+    let rows = query(
+        c,
+        r#"SELECT id, last_step FROM pam_totp.factors WHERE "user" = $1 AND name = $2 FOR UPDATE"#,
+        &[text(user), text(name)],
+    )
+    .await?;
+    match rows.first() {
+        Some(r) => Ok(Some((get(r, 0)?, get(r, 1)?))),
+        None => Ok(None),
+    }
+}
+
+/// Writes a factor row (inside the caller's transaction); returns its id.
+#[allow(clippy::too_many_arguments)]
+async fn insert_factor(
+    c: &Client,
+    user: &str,
+    name: &str,
+    sealed: Zeroizing<Vec<u8>>,
+    params: OtpParams,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    last_step: Option<i64>,
+) -> std::result::Result<i64, Failure> {
+    let rows = query(
+        c,
+        r#"INSERT INTO pam_totp.factors ("user", name, sealed_key, algorithm, digits, period,
+                                         created_at, last_used_at, last_step)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id"#,
+        &[
+            text(user),
+            text(name),
+            P::Secret(sealed),
+            text(params.algorithm.as_str()),
+            P::Int(i64::from(params.digits)),
+            P::Int(params.period as i64),
+            P::Int(created_at),
+            P::OptInt(last_used_at),
+            P::OptInt(last_step),
+        ],
+    )
+    .await?;
+    match rows.first() {
+        Some(r) => Ok(get(r, 0)?),
+        None => Err(StoreError::Remote("INSERT returned no id".into()).into()),
+    }
+}
+
 impl Store for PgStore {
-    /// One statement, which also checks the schema version. It ends the session: a
-    /// person is asked for a code next.
+    /// One statement, which also tells a store of another schema apart. It ends the
+    /// session: a person is asked for a code next.
     fn login_state(&self, user: &str, source: &str) -> Result<LoginState> {
-        let rows = self.query(
-            true,
-            "SELECT v.version, u.secret, u.algorithm, u.digits, u.period, u.created_at,
-                    u.confirmed_at, u.last_used_at, u.last_step,
-                    u.window_start, u.window_failures, t.failures, t.locked_until
-             FROM pam_totp.schema_version v
-             LEFT JOIN pam_totp.users u ON u.name = $1
-             LEFT JOIN pam_totp.throttle t ON t.name = $1 AND t.source = $2",
-            vec![text(user), text(source)],
-        )?;
-        let Some(r) = rows.first() else {
+        let (user_owned, source) = (user.to_string(), cut(source).to_string());
+        let rows = self.run(true, move |c| {
+            Box::pin(async move {
+                let sql = format!(
+                    r#"SELECT v.version, u.window_start, u.window_failures, t.failures,
+                              t.locked_until, {FACTOR_COLUMNS}
+                       FROM pam_totp.schema_version v
+                       LEFT JOIN pam_totp.users u ON u."user" = $1
+                       LEFT JOIN pam_totp.throttle t ON t."user" = $1 AND t.source = $2
+                       LEFT JOIN pam_totp.factors f ON f."user" = $1
+                       ORDER BY {FACTOR_ORDER}"#
+                );
+                match query(c, &sql, &[text(&user_owned), text(&source)]).await {
+                    Ok(rows) => Ok(rows),
+                    Err(e) if is_other_schema(&e) => Err(StoreError::Schema {
+                        found: found_version(c).await,
+                    }
+                    .into()),
+                    Err(e) => Err(e),
+                }
+            })
+        })?;
+        let Some(first) = rows.first() else {
             return Err(StoreError::Schema { found: 0 });
         };
-        let version: i64 = get(r, 0)?;
-        if version != SCHEMA_VERSION || rows.len() != 1 {
+        let version: i64 = get(first, 0)?;
+        if version != SCHEMA_VERSION {
             return Err(StoreError::Schema { found: version });
         }
+        let mut factors = Vec::new();
+        for r in &rows {
+            if get::<Option<i64>>(r, 5)?.is_some() {
+                factors.push(self.factor_from_row(user, r, 5)?);
+            }
+        }
         Ok(LoginState {
-            factor: factor_from_row(user, r, 1)?,
+            factors,
             user: UserFailures {
-                window_start: get::<Option<i64>>(r, 9)?.unwrap_or(0),
-                failures: u32_from(get::<Option<i64>>(r, 10)?.unwrap_or(0)),
+                window_start: get::<Option<i64>>(first, 1)?.unwrap_or(0),
+                failures: u32_from(get::<Option<i64>>(first, 2)?.unwrap_or(0)),
             },
             pair: PairFailures {
-                failures: u32_from(get::<Option<i64>>(r, 11)?.unwrap_or(0)),
-                locked_until: get::<Option<i64>>(r, 12)?.unwrap_or(0),
+                failures: u32_from(get::<Option<i64>>(first, 3)?.unwrap_or(0)),
+                locked_until: get::<Option<i64>>(first, 4)?.unwrap_or(0),
             },
+        })
+    }
+
+    /// One short transaction, atomic across hosts: the user's row is locked first (made
+    /// when missing), then the pair's row read; a locked pair or a user at the ceiling
+    /// rolls back with nothing written. Every writer of these rows locks the user's row
+    /// first, so racing attempts queue on it.
+    fn begin_attempt(
+        &self,
+        user: &str,
+        source: &str,
+        now: i64,
+        config: &ThrottleConfig,
+    ) -> Result<Attempt> {
+        let (user, source, config) = (user.to_string(), cut(source).to_string(), config.clone());
+        self.run(false, move |c| {
+            Box::pin(async move {
+                c.batch_execute("BEGIN").await?;
+                let u = [text(&user)];
+                query(
+                    c,
+                    r#"INSERT INTO pam_totp.users ("user") VALUES ($1) ON CONFLICT ("user") DO NOTHING"#,
+                    &u,
+                )
+                .await?;
+                let window = query(
+                    c,
+                    r#"SELECT window_start, window_failures FROM pam_totp.users
+                       WHERE "user" = $1 FOR UPDATE"#,
+                    &u,
+                )
+                .await?;
+                let pair = query(
+                    c,
+                    r#"SELECT failures, locked_until FROM pam_totp.throttle
+                       WHERE "user" = $1 AND source = $2"#,
+                    &[text(&user), text(&source)],
+                )
+                .await?;
+                let window = match window.first() {
+                    Some(r) => UserFailures {
+                        window_start: get(r, 0)?,
+                        failures: u32_from(get(r, 1)?),
+                    },
+                    None => UserFailures::default(),
+                };
+                let known_pair = match pair.first() {
+                    Some(r) => Some(PairFailures {
+                        failures: u32_from(get(r, 0)?),
+                        locked_until: get(r, 1)?,
+                    }),
+                    None => None,
+                };
+                let pair = known_pair.unwrap_or_default();
+                if let Some(wait_secs) = throttle::wait_secs(pair, window, now, &config) {
+                    c.batch_execute("ROLLBACK").await?;
+                    return Ok(Attempt::Throttled { wait_secs });
+                }
+                let pair = throttle::pair_after_failure(pair, now, &config);
+                let window = throttle::user_after_failure(window, now);
+                query(
+                    c,
+                    r#"INSERT INTO pam_totp.throttle ("user", source, failures, locked_until,
+                                                      last_failure_at)
+                       VALUES ($1, $2, $3, $4, $5)
+                       ON CONFLICT ("user", source) DO UPDATE SET failures = $3,
+                           locked_until = $4, last_failure_at = $5"#,
+                    &[
+                        text(&user),
+                        text(&source),
+                        P::Int(i64::from(pair.failures)),
+                        P::Int(pair.locked_until),
+                        P::Int(now),
+                    ],
+                )
+                .await?;
+                query(
+                    c,
+                    r#"UPDATE pam_totp.users SET window_start = $2, window_failures = $3
+                       WHERE "user" = $1"#,
+                    &[
+                        text(&user),
+                        P::Int(window.window_start),
+                        P::Int(i64::from(window.failures)),
+                    ],
+                )
+                .await?;
+                if known_pair.is_none() {
+                    query(
+                        c,
+                        r#"DELETE FROM pam_totp.throttle WHERE ("user", source) IN (
+                               SELECT "user", source FROM pam_totp.throttle
+                               WHERE "user" = $1 AND source <> $2
+                               ORDER BY locked_until > $3, locked_until, failures
+                               LIMIT greatest(0, (SELECT count(*) FROM pam_totp.throttle
+                                                  WHERE "user" = $1) - $4))"#,
+                        &[text(&user), text(&source), P::Int(now), P::Int(MAX_SOURCES)],
+                    )
+                    .await?;
+                }
+                c.batch_execute("COMMIT").await?;
+                Ok(Attempt::Allowed)
+            })
+        })
+    }
+
+    /// The user's row first, as everywhere, then the pair's.
+    fn attempt_succeeded(&self, user: &str, source: &str) -> Result<()> {
+        let (user, source) = (user.to_string(), cut(source).to_string());
+        self.transaction(move |c| {
+            Box::pin(async move {
+                query(
+                    c,
+                    r#"UPDATE pam_totp.users SET window_failures = greatest(window_failures - 1, 0)
+                       WHERE "user" = $1"#,
+                    &[text(&user)],
+                )
+                .await?;
+                query(
+                    c,
+                    r#"DELETE FROM pam_totp.throttle WHERE "user" = $1 AND source = $2"#,
+                    &[text(&user), text(&source)],
+                )
+                .await?;
+                Ok(())
+            })
         })
     }
 
     /// One auto-committed conditional UPDATE: of racing logins on any hosts with the
     /// same step, exactly one changes the row. No transaction, so no loser waits on a
-    /// lock held across a round trip.
-    fn accept_step(&self, user: &str, step: i64, now: i64) -> Result<bool> {
-        let rows = self.query(
-            false,
-            "UPDATE pam_totp.users SET last_step = $2, last_used_at = $3
-             WHERE name = $1 AND secret IS NOT NULL AND (last_step IS NULL OR last_step < $2)
-             RETURNING 1",
-            vec![text(user), P::Int(step), P::Int(now)],
-        )?;
-        Ok(rows.len() == 1)
+    /// lock held across a round trip. When nothing changed, a second read tells a replay
+    /// from a factor that was removed or replaced meanwhile.
+    fn accept_step(&self, user: &str, factor_id: i64, step: i64, now: i64) -> Result<StepOutcome> {
+        let user = user.to_string();
+        self.run(false, move |c| {
+            Box::pin(async move {
+                let changed = query(
+                    c,
+                    r#"UPDATE pam_totp.factors SET last_step = $3, last_used_at = $4
+                       WHERE id = $1 AND "user" = $2 AND (last_step IS NULL OR last_step < $3)
+                       RETURNING 1"#,
+                    &[P::Int(factor_id), text(&user), P::Int(step), P::Int(now)],
+                )
+                .await?;
+                if changed.len() == 1 {
+                    return Ok(StepOutcome::Accepted);
+                }
+                let exists = query(
+                    c,
+                    r#"SELECT 1 FROM pam_totp.factors WHERE id = $1 AND "user" = $2"#,
+                    &[P::Int(factor_id), text(&user)],
+                )
+                .await?;
+                Ok(if exists.is_empty() {
+                    StepOutcome::FactorChanged
+                } else {
+                    StepOutcome::Replayed
+                })
+            })
+        })
     }
 
     fn use_recovery_code(&self, user: &str, normalized: &[u8], now: i64) -> Result<bool> {
@@ -809,7 +1138,8 @@ impl Store for PgStore {
             Box::pin(async move {
                 let rows = query(
                     c,
-                    "SELECT salt, hash FROM pam_totp.recovery_codes WHERE name = $1 AND used_at IS NULL",
+                    r#"SELECT salt, hash FROM pam_totp.recovery_codes
+                       WHERE "user" = $1 AND used_at IS NULL"#,
                     &[text(&user)],
                 )
                 .await?;
@@ -824,110 +1154,12 @@ impl Store for PgStore {
                 // The conditional UPDATE decides between racing logins with the same code.
                 let used = query(
                     c,
-                    "UPDATE pam_totp.recovery_codes SET used_at = $3
-                     WHERE name = $1 AND salt = $2 AND used_at IS NULL RETURNING 1",
+                    r#"UPDATE pam_totp.recovery_codes SET used_at = $3
+                       WHERE "user" = $1 AND salt = $2 AND used_at IS NULL RETURNING 1"#,
                     &[text(&user), P::Bytes(salt.to_vec()), P::Int(now)],
                 )
                 .await?;
-                if used.len() != 1 {
-                    return Ok(false);
-                }
-                query(
-                    c,
-                    "UPDATE pam_totp.users SET last_used_at = $2 WHERE name = $1",
-                    &[text(&user), P::Int(now)],
-                )
-                .await?;
-                Ok(true)
-            })
-        })
-    }
-
-    fn clear_failures(&self, user: &str, source: &str) -> Result<()> {
-        self.query(
-            false,
-            "DELETE FROM pam_totp.throttle WHERE name = $1 AND source = $2",
-            vec![text(user), text(source)],
-        )?;
-        Ok(())
-    }
-
-    /// One short transaction: the pair's row and the user's row are locked (in that
-    /// order, everywhere), the new counts computed by [`throttle`], written, committed.
-    fn record_failure(
-        &self,
-        user: &str,
-        source: &str,
-        now: i64,
-        config: &ThrottleConfig,
-    ) -> Result<(PairFailures, UserFailures)> {
-        let (user, source, config) = (user.to_string(), source.to_string(), config.clone());
-        self.run(false, move |c| {
-            Box::pin(async move {
-                c.batch_execute("BEGIN").await?;
-                let key = [text(&user), text(&source)];
-                query(
-                    c,
-                    "INSERT INTO pam_totp.throttle (name, source, failures, locked_until)
-                     VALUES ($1, $2, 0, 0) ON CONFLICT (name, source) DO NOTHING",
-                    &key,
-                )
-                .await?;
-                let pair = query(
-                    c,
-                    "SELECT failures, locked_until FROM pam_totp.throttle
-                     WHERE name = $1 AND source = $2 FOR UPDATE",
-                    &key,
-                )
-                .await?;
-                let window = query(
-                    c,
-                    "SELECT window_start, window_failures FROM pam_totp.users
-                     WHERE name = $1 FOR UPDATE",
-                    &[text(&user)],
-                )
-                .await?;
-                let pair = match pair.first() {
-                    Some(r) => PairFailures {
-                        failures: u32_from(get(r, 0)?),
-                        locked_until: get(r, 1)?,
-                    },
-                    None => PairFailures::default(),
-                };
-                let window = match window.first() {
-                    Some(r) => UserFailures {
-                        window_start: get(r, 0)?,
-                        failures: u32_from(get(r, 1)?),
-                    },
-                    None => UserFailures::default(),
-                };
-                let pair = throttle::pair_after_failure(pair, now, &config);
-                let window = throttle::user_after_failure(window, now);
-                query(
-                    c,
-                    "UPDATE pam_totp.throttle SET failures = $3, locked_until = $4
-                     WHERE name = $1 AND source = $2",
-                    &[
-                        text(&user),
-                        text(&source),
-                        P::Int(i64::from(pair.failures)),
-                        P::Int(pair.locked_until),
-                    ],
-                )
-                .await?;
-                query(
-                    c,
-                    "UPDATE pam_totp.users SET window_start = $2, window_failures = $3
-                     WHERE name = $1",
-                    &[
-                        text(&user),
-                        P::Int(window.window_start),
-                        P::Int(i64::from(window.failures)),
-                    ],
-                )
-                .await?;
-                c.batch_execute("COMMIT").await?;
-                Ok((pair, window))
+                Ok(used.len() == 1)
             })
         })
     }
@@ -935,10 +1167,10 @@ impl Store for PgStore {
     fn first_mandatory_sighting(&self, user: &str, now: i64) -> Result<i64> {
         let rows = self.query(
             false,
-            "INSERT INTO pam_totp.users (name, mandatory_since) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE
-                 SET mandatory_since = coalesce(pam_totp.users.mandatory_since, $2)
-             RETURNING mandatory_since",
+            r#"INSERT INTO pam_totp.users ("user", mandatory_since) VALUES ($1, $2)
+               ON CONFLICT ("user") DO UPDATE
+                   SET mandatory_since = coalesce(pam_totp.users.mandatory_since, $2)
+               RETURNING mandatory_since"#,
             vec![text(user), P::Int(now)],
         )?;
         match rows.first() {
@@ -947,81 +1179,143 @@ impl Store for PgStore {
         }
     }
 
-    fn enroll(&self, user: &str, e: &Enrollment<'_>, now: i64) -> Result<()> {
-        let user = user.to_string();
-        let secret = Zeroizing::new(e.secret.as_bytes().to_vec());
-        let params = e.params;
-        let codes: Vec<(HashedCode, Option<i64>)> =
-            e.recovery_codes.iter().map(|c| (c.clone(), None)).collect();
-        self.run(false, move |c| {
+    fn enroll(&self, user: &str, e: &Enrollment<'_>, now: i64) -> Result<i64> {
+        let sealed = self.seal(user, e.name, e.secret)?;
+        let (user, name, params, mode, confirmed) = (
+            user.to_string(),
+            e.name.to_string(),
+            e.params,
+            e.mode,
+            e.confirmed_step,
+        );
+        let codes: Option<Vec<(HashedCode, Option<i64>)>> = e
+            .recovery_codes
+            .map(|codes| codes.iter().map(|c| (c.clone(), None)).collect());
+        self.transaction(move |c| {
             Box::pin(async move {
-                c.batch_execute("BEGIN").await?;
-                // The last accepted step is kept: re-importing the same key must not
-                // reopen codes that were already used.
-                query(
-                    c,
-                    "INSERT INTO pam_totp.users (name, secret, algorithm, digits, period,
-                                                 created_at, confirmed_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)
-                     ON CONFLICT (name) DO UPDATE SET secret = $2, algorithm = $3, digits = $4,
-                         period = $5, created_at = $6, confirmed_at = $6, last_used_at = NULL",
-                    &[
-                        text(&user),
-                        P::Secret(secret.clone()),
-                        text(params.algorithm.as_str()),
-                        P::Int(i64::from(params.digits)),
-                        P::Int(params.period as i64),
-                        P::Int(now),
-                    ],
-                )
-                .await?;
-                write_recovery_codes(c, &user, &codes).await?;
-                c.batch_execute("COMMIT").await?;
-                Ok(())
+                let current = current_factor(c, &user, &name).await?;
+                let refused = match (mode, current) {
+                    (EnrollMode::New, Some(_)) => true,
+                    (EnrollMode::Replace { expected: Some(id) }, cur) => {
+                        cur.map(|(cur, _)| cur) != Some(id)
+                    }
+                    _ => false,
+                };
+                if refused {
+                    return Err(StoreError::Exists { user, name }.into());
+                }
+                // A replacement keeps the old factor's last step.
+                let mut last_step = confirmed;
+                if let Some((id, old_step)) = current {
+                    query(
+                        c,
+                        "DELETE FROM pam_totp.factors WHERE id = $1",
+                        &[P::Int(id)],
+                    )
+                    .await?;
+                    last_step = last_step.max(old_step);
+                }
+                let id =
+                    insert_factor(c, &user, &name, sealed, params, now, None, last_step).await?;
+                if let Some(codes) = codes {
+                    write_recovery_codes(c, &user, &codes).await?;
+                }
+                Ok(id)
             })
         })
     }
 
-    fn remove_user(&self, user: &str) -> Result<bool> {
-        let user = user.to_string();
-        self.run(false, move |c| {
+    fn remove_factors(&self, user: &str, name: Option<&str>) -> Result<u32> {
+        let (user, name) = (user.to_string(), name.map(str::to_string));
+        self.transaction(move |c| {
             Box::pin(async move {
-                c.batch_execute("BEGIN").await?;
-                // The grace-period sighting and the last step stay.
-                let removed = query(
+                // The user's row first, as every writer of the throttle rows does.
+                query(
                     c,
-                    "UPDATE pam_totp.users SET secret = NULL, algorithm = NULL, digits = NULL,
-                         period = NULL, created_at = NULL, confirmed_at = NULL,
-                         last_used_at = NULL, window_start = 0, window_failures = 0
-                     WHERE name = $1 AND secret IS NOT NULL RETURNING 1",
+                    r#"SELECT 1 FROM pam_totp.users WHERE "user" = $1 FOR UPDATE"#,
                     &[text(&user)],
                 )
                 .await?;
-                for sql in [
-                    "DELETE FROM pam_totp.recovery_codes WHERE name = $1",
-                    "DELETE FROM pam_totp.throttle WHERE name = $1",
-                ] {
-                    query(c, sql, &[text(&user)]).await?;
+                let removed = match &name {
+                    Some(name) => {
+                        query(
+                            c,
+                            r#"DELETE FROM pam_totp.factors WHERE "user" = $1 AND name = $2
+                               RETURNING 1"#,
+                            &[text(&user), text(name)],
+                        )
+                        .await?
+                    }
+                    None => {
+                        query(
+                            c,
+                            r#"DELETE FROM pam_totp.factors WHERE "user" = $1 RETURNING 1"#,
+                            &[text(&user)],
+                        )
+                        .await?
+                    }
+                };
+                query(
+                    c,
+                    r#"DELETE FROM pam_totp.recovery_codes WHERE "user" = $1
+                       AND NOT EXISTS (SELECT 1 FROM pam_totp.factors WHERE "user" = $1)"#,
+                    &[text(&user)],
+                )
+                .await?;
+                if name.is_none() {
+                    query(
+                        c,
+                        r#"UPDATE pam_totp.users SET window_start = 0, window_failures = 0
+                           WHERE "user" = $1"#,
+                        &[text(&user)],
+                    )
+                    .await?;
+                    query(
+                        c,
+                        r#"DELETE FROM pam_totp.throttle WHERE "user" = $1"#,
+                        &[text(&user)],
+                    )
+                    .await?;
                 }
-                c.batch_execute("COMMIT").await?;
-                Ok(removed.len() == 1)
+                Ok(removed.len() as u32)
             })
         })
     }
 
-    fn unlock(&self, user: &str) -> Result<()> {
+    fn has_records(&self, user: &str) -> Result<bool> {
+        let rows = self.query(
+            false,
+            r#"SELECT EXISTS (SELECT 1 FROM pam_totp.users WHERE "user" = $1)
+                   OR EXISTS (SELECT 1 FROM pam_totp.factors WHERE "user" = $1)
+                   OR EXISTS (SELECT 1 FROM pam_totp.recovery_codes WHERE "user" = $1)
+                   OR EXISTS (SELECT 1 FROM pam_totp.throttle WHERE "user" = $1)"#,
+            vec![text(user)],
+        )?;
+        match rows.first() {
+            Some(r) => get(r, 0),
+            None => Ok(false),
+        }
+    }
+
+    fn unlock(&self, user: &str) -> Result<bool> {
         let user = user.to_string();
-        self.run(false, move |c| {
+        self.transaction(move |c| {
             Box::pin(async move {
-                c.batch_execute("BEGIN").await?;
-                for sql in [
-                    "DELETE FROM pam_totp.throttle WHERE name = $1",
-                    "UPDATE pam_totp.users SET window_start = 0, window_failures = 0 WHERE name = $1",
-                ] {
-                    query(c, sql, &[text(&user)]).await?;
-                }
-                c.batch_execute("COMMIT").await?;
-                Ok(())
+                let window = query(
+                    c,
+                    r#"UPDATE pam_totp.users SET window_start = 0, window_failures = 0
+                       WHERE "user" = $1 AND (window_start <> 0 OR window_failures <> 0)
+                       RETURNING 1"#,
+                    &[text(&user)],
+                )
+                .await?;
+                let pairs = query(
+                    c,
+                    r#"DELETE FROM pam_totp.throttle WHERE "user" = $1 RETURNING 1"#,
+                    &[text(&user)],
+                )
+                .await?;
+                Ok(!window.is_empty() || !pairs.is_empty())
             })
         })
     }
@@ -1030,20 +1324,16 @@ impl Store for PgStore {
         let user = user.to_string();
         let codes: Vec<(HashedCode, Option<i64>)> =
             codes.iter().map(|c| (c.clone(), None)).collect();
-        self.run(false, move |c| {
-            Box::pin(async move {
-                c.batch_execute("BEGIN").await?;
-                write_recovery_codes(c, &user, &codes).await?;
-                c.batch_execute("COMMIT").await?;
-                Ok(())
-            })
+        self.transaction(move |c| {
+            Box::pin(async move { write_recovery_codes(c, &user, &codes).await })
         })
     }
 
     fn recovery_codes_left(&self, user: &str) -> Result<u32> {
         let rows = self.query(
             false,
-            "SELECT count(*)::bigint FROM pam_totp.recovery_codes WHERE name = $1 AND used_at IS NULL",
+            r#"SELECT count(*)::bigint FROM pam_totp.recovery_codes
+               WHERE "user" = $1 AND used_at IS NULL"#,
             vec![text(user)],
         )?;
         match rows.first() {
@@ -1055,40 +1345,51 @@ impl Store for PgStore {
     fn list(&self) -> Result<Vec<UserSummary>> {
         let rows = self.query(
             false,
-            "SELECT u.name, u.algorithm, u.digits, u.period, u.created_at, u.last_used_at,
-                    (SELECT count(*)::bigint FROM pam_totp.recovery_codes r
-                     WHERE r.name = u.name AND r.used_at IS NULL)
-             FROM pam_totp.users u WHERE u.secret IS NOT NULL ORDER BY u.name",
+            format!(
+                r#"SELECT f."user", f.name, f.algorithm, f.digits, f.period, f.created_at,
+                          f.last_used_at,
+                          (SELECT count(*)::bigint FROM pam_totp.recovery_codes r
+                           WHERE r."user" = f."user" AND r.used_at IS NULL)
+                   FROM pam_totp.factors f ORDER BY f."user", {FACTOR_ORDER}"#
+            ),
             vec![],
         )?;
-        rows.iter()
-            .map(|r| {
-                Ok(UserSummary {
-                    user: get(r, 0)?,
-                    algorithm: get::<Option<String>>(r, 1)?
-                        .unwrap_or_default()
-                        .parse()
-                        .map_err(StoreError::Corrupt)?,
-                    digits: u32_from(get::<Option<i64>>(r, 2)?.unwrap_or(0)),
-                    period: get::<Option<i64>>(r, 3)?.unwrap_or(0).max(0) as u64,
-                    created_at: get::<Option<i64>>(r, 4)?.unwrap_or(0),
-                    last_used_at: get(r, 5)?,
-                    recovery_codes_left: u32_from(get(r, 6)?),
-                })
-            })
-            .collect()
+        let mut out: Vec<UserSummary> = Vec::new();
+        for r in &rows {
+            let user: String = get(r, 0)?;
+            let name: String = get(r, 1)?;
+            let algorithm: String = get(r, 2)?;
+            let params = params_from(&user, &name, &algorithm, get(r, 3)?, get(r, 4)?)?;
+            let factor = FactorSummary {
+                name,
+                algorithm: params.algorithm,
+                digits: params.digits,
+                period: params.period,
+                created_at: get(r, 5)?,
+                last_used_at: get(r, 6)?,
+            };
+            match out.last_mut() {
+                Some(last) if last.user == user => last.factors.push(factor),
+                _ => out.push(UserSummary {
+                    user,
+                    factors: vec![factor],
+                    recovery_codes_left: u32_from(get(r, 7)?),
+                }),
+            }
+        }
+        Ok(out)
     }
 
     fn throttle_state(&self, user: &str) -> Result<(Vec<(String, PairFailures)>, UserFailures)> {
         let pairs = self.query(
             false,
-            "SELECT source, failures, locked_until FROM pam_totp.throttle
-             WHERE name = $1 ORDER BY source",
+            r#"SELECT source, failures, locked_until FROM pam_totp.throttle
+               WHERE "user" = $1 ORDER BY source"#,
             vec![text(user)],
         )?;
         let window = self.query(
             false,
-            "SELECT window_start, window_failures FROM pam_totp.users WHERE name = $1",
+            r#"SELECT window_start, window_failures FROM pam_totp.users WHERE "user" = $1"#,
             vec![text(user)],
         )?;
         let pairs = pairs
@@ -1114,27 +1415,32 @@ impl Store for PgStore {
     }
 
     fn export(&self) -> Result<Vec<EnrolledUser>> {
-        let sql = format!(
-            "SELECT u.name, {FACTOR_COLUMNS} FROM pam_totp.users u
-             WHERE u.secret IS NOT NULL ORDER BY u.name"
-        );
-        let users = self.query(false, sql, vec![])?;
-        let codes = self.query(
+        let factors = self.query(
             false,
-            "SELECT name, salt, hash, used_at FROM pam_totp.recovery_codes ORDER BY name, salt",
+            format!(
+                r#"SELECT f."user", {FACTOR_COLUMNS} FROM pam_totp.factors f
+                   ORDER BY f."user", {FACTOR_ORDER}"#
+            ),
             vec![],
         )?;
-        let mut out = Vec::new();
-        for r in &users {
+        let codes = self.query(
+            false,
+            r#"SELECT "user", salt, hash, used_at FROM pam_totp.recovery_codes
+               ORDER BY "user", salt"#,
+            vec![],
+        )?;
+        let mut out: Vec<EnrolledUser> = Vec::new();
+        for r in &factors {
             let user: String = get(r, 0)?;
-            let Some(factor) = factor_from_row(&user, r, 1)? else {
-                continue;
-            };
-            out.push(EnrolledUser {
-                user,
-                factor,
-                recovery_codes: Vec::new(),
-            });
+            let factor = self.factor_from_row(&user, r, 1)?;
+            match out.last_mut() {
+                Some(last) if last.user == user => last.factors.push(factor),
+                _ => out.push(EnrolledUser {
+                    user,
+                    factors: vec![factor],
+                    recovery_codes: Vec::new(),
+                }),
+            }
         }
         for r in &codes {
             let user: String = get(r, 0)?;
@@ -1146,37 +1452,46 @@ impl Store for PgStore {
         Ok(out)
     }
 
+    /// A later step already recorded here is kept: a copy never reopens codes.
     fn import(&self, u: &EnrolledUser) -> Result<()> {
-        let u = u.clone();
-        self.run(false, move |c| {
+        let mut factors = Vec::with_capacity(u.factors.len());
+        for f in &u.factors {
+            factors.push((
+                f.name.clone(),
+                self.seal(&u.user, &f.name, &f.secret)?,
+                f.params,
+                f.created_at,
+                f.last_used_at,
+                f.last_step,
+            ));
+        }
+        let (user, codes) = (u.user.clone(), u.recovery_codes.clone());
+        self.transaction(move |c| {
             Box::pin(async move {
-                let f = &u.factor;
-                c.batch_execute("BEGIN").await?;
-                // A later step already recorded here is kept: a copy never reopens codes.
-                query(
-                    c,
-                    "INSERT INTO pam_totp.users (name, secret, algorithm, digits, period,
-                         created_at, confirmed_at, last_used_at, last_step)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                     ON CONFLICT (name) DO UPDATE SET secret = $2, algorithm = $3, digits = $4,
-                         period = $5, created_at = $6, confirmed_at = $7, last_used_at = $8,
-                         last_step = greatest(pam_totp.users.last_step, $9)",
-                    &[
-                        text(&u.user),
-                        P::Secret(Zeroizing::new(f.secret.as_bytes().to_vec())),
-                        text(f.params.algorithm.as_str()),
-                        P::Int(i64::from(f.params.digits)),
-                        P::Int(f.params.period as i64),
-                        P::Int(f.created_at),
-                        P::OptInt(f.confirmed_at),
-                        P::OptInt(f.last_used_at),
-                        P::OptInt(f.last_step),
-                    ],
-                )
-                .await?;
-                write_recovery_codes(c, &u.user, &u.recovery_codes).await?;
-                c.batch_execute("COMMIT").await?;
-                Ok(())
+                for (name, sealed, params, created_at, last_used_at, last_step) in factors {
+                    let mut last_step = last_step;
+                    if let Some((id, old_step)) = current_factor(c, &user, &name).await? {
+                        query(
+                            c,
+                            "DELETE FROM pam_totp.factors WHERE id = $1",
+                            &[P::Int(id)],
+                        )
+                        .await?;
+                        last_step = last_step.max(old_step);
+                    }
+                    insert_factor(
+                        c,
+                        &user,
+                        &name,
+                        sealed,
+                        params,
+                        created_at,
+                        last_used_at,
+                        last_step,
+                    )
+                    .await?;
+                }
+                write_recovery_codes(c, &user, &codes).await
             })
         })
     }

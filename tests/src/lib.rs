@@ -338,8 +338,23 @@ impl Sandbox {
         )
     }
 
-    /// Enrolls `user` with a known base32 secret; returns the recovery codes.
+    /// Creates the store, as the packages' `totp-admin store init` does at installation
+    /// (nothing else creates one).
+    pub fn init_store(&self) {
+        let out = self.admin(&["store", "init"], "");
+        assert!(
+            out.status.success(),
+            "store init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Enrolls `user` with a known base32 secret; returns the recovery codes. Creates
+    /// the store first when there is none.
     pub fn enroll(&self, user: &str, secret: &str) -> Vec<String> {
+        if !self.store_path().exists() {
+            self.init_store();
+        }
         let out = self.admin(
             &["--json", "enroll", "--user", user, "--secret-stdin"],
             &format!("{secret}\n"),

@@ -2,7 +2,7 @@
 //! (`pam-stress`) agree on: the names and keys of many enrolled users, a store holding
 //! them, and a PAM service that libpam reads from the sandbox's /etc/pam.d.
 
-use crate::store_support::{enrolled, write_records};
+use crate::store_support::{enrolled, write_factors};
 use pam_totp::otp::{Algorithm, OtpParams};
 use pam_totp::secret::SecretKey;
 use std::path::Path;
@@ -30,7 +30,7 @@ pub fn secret(prefix: &str, index: usize) -> SecretKey {
 /// (created when missing), each with their own key, in one transaction: a store with
 /// 80,000 users is made in about a second.
 pub fn enroll_many(path: &Path, prefix: &str, count: usize) {
-    write_records(
+    write_factors(
         path,
         (0..count).map(|i| (user(prefix, i), enrolled(secret(prefix, i), PARAMS, 1))),
     );

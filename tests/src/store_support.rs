@@ -1,46 +1,63 @@
-//! Direct access to a SQLite store's rows for test and benchmark set-up: many users
-//! written in one transaction, and state moved as if time had passed. The rows are
-//! [`Record`]s, read and written with the store's own encoding.
+//! Direct access to a SQLite store's tables for test and benchmark set-up: many users
+//! written in one transaction, and state moved as if time had passed. Plain SQL on the
+//! tables of schema 3 (pam_totp/src/store.rs describes them).
 
 use pam_totp::otp::OtpParams;
 use pam_totp::secret::SecretKey;
-use pam_totp::store::{Record, SqliteStore, StoredFactor};
+use pam_totp::store::{SqliteStore, DEFAULT_FACTOR};
 use std::path::Path;
 
-/// A connection of the test's own to the store at `path`, after the same SQLite set-up
-/// as the module's (its mutexes, its wiping allocator).
+/// A connection of the test's own to the store at `path`.
 pub fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
-    pam_totp::store::prepare_sqlite();
     rusqlite::Connection::open(path)
 }
 
-/// A record for a user enrolled at unix time `now` with `secret`, no recovery codes.
-pub fn enrolled(secret: SecretKey, params: OtpParams, now: i64) -> Record {
-    Record {
-        factor: Some(StoredFactor {
-            secret,
-            params,
-            created_at: now,
-            confirmed_at: Some(now),
-        }),
-        ..Record::default()
+/// A user's `default` factor, enrolled at unix time `created_at`, no recovery codes.
+pub struct Enrolled {
+    pub secret: SecretKey,
+    pub params: OtpParams,
+    pub created_at: i64,
+}
+
+pub fn enrolled(secret: SecretKey, params: OtpParams, created_at: i64) -> Enrolled {
+    Enrolled {
+        secret,
+        params,
+        created_at,
     }
 }
 
-/// Writes `records` into the store at `path` (created when missing) in one
-/// transaction, replacing rows of the same users: what enrolling them one by one would
-/// leave, without an fsync each.
-pub fn write_records(path: &Path, records: impl Iterator<Item = (String, Record)>) {
-    drop(SqliteStore::open_or_create(path).expect("store"));
+/// Writes the `default` factor of each user into the store at `path` (created, as
+/// `totp-admin store init` does, when missing) in one transaction, replacing factors of
+/// the same users: what enrolling them one by one would leave, without an fsync each.
+pub fn write_factors(path: &Path, users: impl Iterator<Item = (String, Enrolled)>) {
+    SqliteStore::init(path).expect("store init");
     let mut conn = connect(path).expect("open the store");
     let tx = conn.transaction().unwrap();
     {
-        let mut insert = tx
-            .prepare("INSERT OR REPLACE INTO users (user, record) VALUES (?1, ?2)")
+        let mut delete = tx
+            .prepare("DELETE FROM factors WHERE user = ?1 AND name = ?2")
             .unwrap();
-        for (user, record) in records {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO factors (user, name, sealed_key, algorithm, digits, period, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .unwrap();
+        for (user, e) in users {
+            delete
+                .execute(rusqlite::params![user, DEFAULT_FACTOR])
+                .unwrap();
             insert
-                .execute(rusqlite::params![user, &record.encode()[..]])
+                .execute(rusqlite::params![
+                    user,
+                    DEFAULT_FACTOR,
+                    e.secret.as_bytes(),
+                    e.params.algorithm.as_str(),
+                    e.params.digits,
+                    e.params.period as i64,
+                    e.created_at
+                ])
                 .unwrap();
         }
     }
@@ -49,31 +66,52 @@ pub fn write_records(path: &Path, records: impl Iterator<Item = (String, Record)
         .unwrap();
 }
 
-/// Lets `edit` change every row of the store at `path` (only `user`'s, when given), in
-/// one transaction.
-pub fn edit_records(path: &Path, user: Option<&str>, mut edit: impl FnMut(&mut Record)) {
+/// Sets when `user` was first seen mandatory and unenrolled.
+pub fn set_mandatory_since(path: &Path, user: &str, since: i64) {
+    let conn = connect(path).expect("open the store");
+    let changed = conn
+        .execute(
+            "UPDATE users SET mandatory_since = ?2 WHERE user = ?1",
+            rusqlite::params![user, since],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "no row for {user:?}");
+}
+
+/// Moves the moment `user` was first seen mandatory and unenrolled `secs` back.
+pub fn move_mandatory_since_back(path: &Path, user: &str, secs: i64) {
+    let conn = connect(path).expect("open the store");
+    let changed = conn
+        .execute(
+            "UPDATE users SET mandatory_since = mandatory_since - ?2 WHERE user = ?1",
+            rusqlite::params![user, secs],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "no row for {user:?}");
+}
+
+/// Forgets every accepted step and every failure, in one transaction: the state right
+/// after enrollment.
+pub fn forget_logins(path: &Path) {
     let mut conn = connect(path).expect("open the store");
     let tx = conn.transaction().unwrap();
-    {
-        let mut select = tx
-            .prepare("SELECT user, record FROM users WHERE ?1 IS NULL OR user = ?1")
-            .unwrap();
-        let rows: Vec<(String, Vec<u8>)> = select
-            .query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert!(user.is_none() || rows.len() == 1, "no row for {user:?}");
-        let mut update = tx
-            .prepare("UPDATE users SET record = ?2 WHERE user = ?1")
-            .unwrap();
-        for (name, bytes) in rows {
-            let mut record = Record::decode(&name, &bytes).unwrap();
-            edit(&mut record);
-            update
-                .execute(rusqlite::params![name, &record.encode()[..]])
-                .unwrap();
-        }
-    }
+    tx.execute_batch(
+        "UPDATE factors SET last_step = NULL, last_used_at = NULL;
+         UPDATE users SET window_start = 0, window_failures = 0;
+         DELETE FROM throttle;",
+    )
+    .unwrap();
     tx.commit().unwrap();
+}
+
+/// The last accepted step of `user`'s `default` factor (`None`: none yet, or no factor).
+pub fn last_step(path: &Path, user: &str) -> Option<i64> {
+    let conn = connect(path).expect("open the store");
+    conn.query_row(
+        "SELECT last_step FROM factors WHERE user = ?1 AND name = ?2",
+        rusqlite::params![user, DEFAULT_FACTOR],
+        |r| r.get(0),
+    )
+    .ok()
+    .flatten()
 }

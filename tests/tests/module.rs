@@ -445,9 +445,7 @@ fn grace_period_then_refusal() {
     );
     // Move the first sighting back eight days, as if the week had passed.
     let past = unix_now() as i64 - 8 * 86_400;
-    pam_totp_tests::store_support::edit_records(&sb.store_path(), Some("bob"), |r| {
-        r.mandatory_since = Some(past);
-    });
+    pam_totp_tests::store_support::set_mandatory_since(&sb.store_path(), "bob", past);
     let after = direct(&sb, "bob", "192.0.2.24", &[]);
     assert!(after.auth_is("PAM_AUTH_ERR"), "{after:?}");
 }

@@ -13,7 +13,7 @@
 use pam_totp::otp::{code_at, code_for_step, encode_base32, step_at, Algorithm, OtpParams};
 use pam_totp::recovery;
 use pam_totp::secret::SecretKey;
-use pam_totp::store::{Enrollment, SqliteStore, Store};
+use pam_totp::store::{EnrollMode, Enrollment, SqliteStore, StepOutcome, Store, DEFAULT_FACTOR};
 use pam_totp_tests::reliability_support::{enroll_many, integrity, secret, user, PARAMS};
 use pam_totp_tests::*;
 use std::io::Write;
@@ -240,11 +240,11 @@ fn load_8_processes_one_store() {
     assert_eq!(n("spurious"), 0, "{text}");
     assert_eq!(integrity(&sb.store_path()), "ok");
     // Every accepted step is on record: the same codes again are replays.
-    let store = SqliteStore::open(&sb.store_path()).unwrap();
+    let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
     for i in (0..procs * per_proc).step_by(97) {
         let state = store.login_state(&user("load", i), "x").unwrap();
         assert!(
-            state.factor.and_then(|f| f.last_step).is_some(),
+            state.factors.first().and_then(|f| f.last_step).is_some(),
             "user {i} has no accepted step"
         );
     }
@@ -298,12 +298,13 @@ fn kill_authenticating_processes() {
         // Operations: the logins reported, plus the one cut short.
         done_ops += accepted.len() + usize::from(!completed);
         assert_eq!(integrity(&sb.store_path()), "ok", "round {round}");
-        let store = SqliteStore::open(&sb.store_path()).unwrap();
+        let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
         for (name, step) in &accepted {
             let last = store
                 .login_state(name, "x")
                 .unwrap()
-                .factor
+                .factors
+                .first()
                 .and_then(|f| f.last_step);
             assert!(
                 last >= Some(*step),
@@ -357,7 +358,7 @@ fn kill_authenticating_processes() {
     }
     eprintln!("kill_authenticating_processes: {round} processes killed or finished, {done_ops} operations, {replays_checked} replays checked");
     assert!(replays_checked > 0, "no replay was checked end to end");
-    let store = SqliteStore::open(&sb.store_path()).unwrap();
+    let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
     assert_eq!(store.list().unwrap().len(), max_rounds * per_round);
 }
 
@@ -369,7 +370,8 @@ fn victim_state(store: &SqliteStore, name: &str) -> UserState {
     let factor = store
         .login_state(name, "x")
         .unwrap()
-        .factor
+        .factors
+        .first()
         .map(|f| (f.secret.as_bytes().to_vec(), f.last_step));
     (factor, store.recovery_codes_left(name).unwrap())
 }
@@ -397,15 +399,19 @@ fn kill_totp_admin() {
     // A step each user has used: it must stay used whatever happens.
     let used_step = step_at(unix_now(), 30) as i64;
     {
-        let store = SqliteStore::open(&sb.store_path()).unwrap();
+        let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
         for name in stable.iter().chain(&victims) {
-            assert!(store
-                .accept_step(name, used_step, unix_now() as i64)
-                .unwrap());
+            let id = store.login_state(name, "x").unwrap().factors[0].id;
+            assert_eq!(
+                store
+                    .accept_step(name, id, used_step, unix_now() as i64)
+                    .unwrap(),
+                StepOutcome::Accepted
+            );
         }
     }
     let before: Vec<_> = {
-        let store = SqliteStore::open(&sb.store_path()).unwrap();
+        let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
         stable.iter().map(|n| victim_state(&store, n)).collect()
     };
     // How long one operation takes, so the kill points cover all of it.
@@ -435,7 +441,7 @@ fn kill_totp_admin() {
         let (out, completed) = run_and_kill(cmd, stdin.as_bytes(), delay);
         killed += usize::from(!completed);
         assert_eq!(integrity(&sb.store_path()), "ok", "op {op}: {args:?}");
-        let store = SqliteStore::open(&sb.store_path()).unwrap();
+        let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
         let (factor, codes) = victim_state(&store, victim);
         match &factor {
             Some((bytes, last_step)) => {
@@ -674,16 +680,19 @@ fn corrupt_store_fails_closed() {
         let sb = enrolled("corrupt");
         // More users, so the store has pages past the first.
         {
-            let store = SqliteStore::open(&sb.store_path()).unwrap();
+            let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
             let key = SecretKey::from_bytes(b"abcdefghijabcdefghij".to_vec());
             let hashed: Vec<_> = (0..10)
                 .map(|i| recovery::hash_new(&format!("abcd-efgh-jkmn-pq{i:02}")).unwrap())
                 .collect();
             for i in 0..200 {
                 let e = Enrollment {
+                    name: DEFAULT_FACTOR,
                     secret: &key,
                     params: PARAMS,
-                    recovery_codes: &hashed,
+                    mode: EnrollMode::New,
+                    recovery_codes: Some(&hashed),
+                    confirmed_step: None,
                 };
                 store.enroll(&format!("filler{i}"), &e, 1).unwrap();
             }
@@ -913,12 +922,16 @@ fn no_secret_left_after_pam_end() {
     };
     let recovery_code = "k7m2-x9pq-4hvw-t3nz";
     {
-        let store = SqliteStore::open_or_create(&sb.store_path()).unwrap();
+        sb.init_store();
+        let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
         let hashed = [recovery::hash_new(recovery_code).unwrap()];
         let e = Enrollment {
+            name: DEFAULT_FACTOR,
             secret: &key,
             params,
-            recovery_codes: &hashed,
+            mode: EnrollMode::New,
+            recovery_codes: Some(&hashed),
+            confirmed_step: None,
         };
         store.enroll("carol", &e, 1).unwrap();
     }

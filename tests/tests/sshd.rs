@@ -6,7 +6,7 @@
 //! sandbox's config filled in.
 
 use pam_totp_tests::sshd_support::{Session, Sshd, SERVICE};
-use pam_totp_tests::store_support::edit_records;
+use pam_totp_tests::store_support::move_mandatory_since_back;
 use pam_totp_tests::*;
 use std::path::Path;
 
@@ -96,14 +96,14 @@ fn module_log(sshd: &Sshd) -> Vec<String> {
 /// Creates the store, as the package's `totp-admin store init` does on installation
 /// (the module itself never creates it).
 fn init_store(sb: &Sandbox) {
-    pam_totp::store::SqliteStore::open_or_create(&sb.store_path()).unwrap();
+    sb.init_store();
 }
 
 /// Whether `user` has a factor in the store, and how many unused recovery codes,
 /// read through the store's own interface.
 fn factors_of(sb: &Sandbox, user: &str) -> (bool, u32) {
     use pam_totp::store::{SqliteStore, Store};
-    let store = SqliteStore::open(&sb.store_path()).unwrap();
+    let store = SqliteStore::open_for_reading(&sb.store_path()).unwrap();
     let enrolled = store.list().unwrap().iter().any(|u| u.user == user);
     (enrolled, store.recovery_codes_left(user).unwrap())
 }
@@ -111,9 +111,7 @@ fn factors_of(sb: &Sandbox, user: &str) -> (bool, u32) {
 /// Moves the moment `user` was first seen mandatory and unenrolled `secs` back, as if
 /// that much time had passed.
 fn move_grace_start_back(sb: &Sandbox, user: &str, secs: i64) {
-    edit_records(&sb.store_path(), Some(user), |r| {
-        r.mandatory_since = r.mandatory_since.map(|t| t - secs);
-    });
+    move_mandatory_since_back(&sb.store_path(), user, secs);
 }
 
 #[test]

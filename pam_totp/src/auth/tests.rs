@@ -5,7 +5,7 @@ use crate::config::Duration;
 use crate::otp::{code_for_step, step_at, Algorithm, OtpParams};
 use crate::recovery;
 use crate::secret::SecretKey;
-use crate::store::{Enrollment, SqliteStore};
+use crate::store::{EnrollMode, Enrollment, SqliteStore, DEFAULT_FACTOR};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -40,9 +40,12 @@ fn enrolled_store(recovery_codes: &[&str]) -> SqliteStore {
         .enroll(
             "alice",
             &Enrollment {
+                name: DEFAULT_FACTOR,
                 secret: &key(),
                 params: params(),
-                recovery_codes: &hashed,
+                mode: EnrollMode::New,
+                recovery_codes: Some(&hashed),
+                confirmed_step: None,
             },
             NOW - 1000,
         )
@@ -383,9 +386,12 @@ fn other_algorithms_and_digits() {
             .enroll(
                 "carol",
                 &Enrollment {
+                    name: DEFAULT_FACTOR,
                     secret: &key(),
                     params: p,
-                    recovery_codes: &[],
+                    mode: EnrollMode::New,
+                    recovery_codes: None,
+                    confirmed_step: None,
                 },
                 NOW,
             )

@@ -1,5 +1,5 @@
-//! What `totp-admin store copy` moves between stores: each enrolled user's factor as
-//! stored (secret, parameters, times, last accepted step) and recovery codes (salted
+//! What `totp-admin store copy` moves between stores: each enrolled user's factors as
+//! stored (keys, parameters, times, last accepted steps) and recovery codes (salted
 //! hashes, with the time each was used). Throttle counters stay behind.
 
 use super::{Factor, Result, StoreError};
@@ -9,7 +9,9 @@ use crate::recovery::{HashedCode, SALT_LEN};
 #[derive(Debug, Clone)]
 pub struct EnrolledUser {
     pub user: String,
-    pub factor: Factor,
+    /// Every factor, `default` first; keys unsealed (the destination seals them again
+    /// under its own host key).
+    pub factors: Vec<Factor>,
     /// Each code's stored form and the unix time it was used, if it was.
     pub recovery_codes: Vec<(HashedCode, Option<i64>)>,
 }

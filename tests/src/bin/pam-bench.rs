@@ -23,11 +23,13 @@
 //! once with valid codes, ROUNDS times (the state put back between rounds), and prints
 //! the authentications per second of wall time and how many valid codes were refused.
 
+use pam_totp::config::Config;
 use pam_totp::otp::{code_at, Algorithm, OtpParams};
 use pam_totp::secret::SecretKey;
+use pam_totp::store::{init_store, open_for_changes, EnrollMode, Enrollment, DEFAULT_FACTOR};
 use pam_totp_tests::pam_ffi::*;
 use pam_totp_tests::pipe::{pipe, read_all, write_all};
-use pam_totp_tests::store_support::{edit_records, enrolled, write_records};
+use pam_totp_tests::store_support::forget_logins;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -147,27 +149,46 @@ fn write_totp_config(config: &Path, store: &Path) {
     set_mode(config, 0o600);
 }
 
-/// Enrolls `bench0` .. `bench{users-1}` in the store at `store`.
-fn enroll_totp_users(_config: &Path, store: &Path, users: usize) {
-    write_records(
-        store,
-        (0..users).map(|i| {
-            (
-                user(i),
-                enrolled(SecretKey::from_bytes(secret(i)), PARAMS, 0),
-            )
-        }),
-    );
+/// Enrolls `bench0` .. `bench{users-1}` through the store's own API, as `totp-admin
+/// store init` and `totp-admin enroll` do (one transaction each), in a scratch
+/// directory under the temporary directory (tmpfs under run.sh, where their fsyncs cost
+/// nothing), then copies the finished store to `store`.
+fn enroll_totp_users(config: &Path, store: &Path, users: usize) {
+    // SAFETY: getpid has no preconditions.
+    let scratch = std::env::temp_dir().join(format!("pam-bench-{}", unsafe { libc::getpid() }));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let scratch_store = scratch.join("store").join("totp.db");
+    let scratch_config = scratch.join("config.toml");
+    std::fs::create_dir_all(&scratch).unwrap();
+    write_totp_config(&scratch_config, &scratch_store);
+    let loaded = Config::load(&scratch_config).unwrap();
+    init_store(&loaded).unwrap();
+    {
+        let changes = open_for_changes(&loaded).unwrap();
+        for i in 0..users {
+            let key = SecretKey::from_bytes(secret(i));
+            let enrollment = Enrollment {
+                name: DEFAULT_FACTOR,
+                secret: &key,
+                params: PARAMS,
+                mode: EnrollMode::New,
+                recovery_codes: None,
+                confirmed_step: None,
+            };
+            changes.enroll(&user(i), &enrollment, 0).unwrap();
+        }
+    }
+    // Closed: the last connection out checkpointed the WAL into the file.
+    std::fs::copy(&scratch_store, store).unwrap();
+    set_mode(store, 0o600);
+    std::fs::remove_dir_all(&scratch).unwrap();
+    assert!(Config::load(config).is_ok());
 }
 
 /// Forgets the users' last accepted steps and every failure count, in place, as a
 /// maintenance job would: no login pays for a freshly copied database.
 fn reset_totp_store(store: &Path) {
-    edit_records(store, None, |r| {
-        r.last_step = None;
-        r.window = Default::default();
-        r.sources.clear();
-    });
+    forget_logins(store);
 }
 
 fn set_mode(path: &Path, mode: u32) {

@@ -148,7 +148,7 @@ fn check_config(path: &Path, findings: &mut Vec<Finding>) -> Option<Config> {
 }
 
 fn check_store(path: &Path, findings: &mut Vec<Finding>) {
-    match SqliteStore::open(path) {
+    match SqliteStore::open_for_reading(path) {
         Ok(store) => match store.integrity_check() {
             Ok(()) => findings.push(finding(
                 "store",

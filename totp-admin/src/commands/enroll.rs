@@ -16,7 +16,7 @@ use pam_totp::config::QrStyle;
 use pam_totp::enroll::{self, confirmation_step, NewFactor};
 use pam_totp::otp::{decode_base32, grouped_base32};
 use pam_totp::qr::{qr_lines, qr_lines_ansi};
-use pam_totp::store::Store;
+use pam_totp::store::{EnrollMode, Store, DEFAULT_FACTOR};
 use std::io::Read;
 use zeroize::Zeroizing;
 
@@ -45,7 +45,16 @@ pub fn known_secret(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     let store = ctx.store(&config)?;
     let factor = enroll::factor_from_secret(&config, &name, &enroll::hostname(), key);
     let (codes, hashed) = new_recovery_codes(config.recovery.codes)?;
-    enroll::activate(&store, &factor, &hashed, None, now())?;
+    // As before named factors: a known key replaces whatever the user had.
+    enroll::activate(
+        &store,
+        &factor,
+        DEFAULT_FACTOR,
+        EnrollMode::Replace { expected: None },
+        Some(&hashed),
+        None,
+        now(),
+    )?;
     audit::done(&ctx.caller, "enroll", &name, "key from standard input");
     if ctx.json {
         return emit(&recovery_codes_json(&name, &codes));
@@ -63,7 +72,11 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice) -> Result<()> {
     }
     let config = ctx.config()?;
     let store = ctx.store(&config)?;
-    let existing = store.login_state(&name, SOURCE)?.factor;
+    let existing = store
+        .login_state(&name, SOURCE)?
+        .factors
+        .into_iter()
+        .find(|f| f.name == DEFAULT_FACTOR);
     match &existing {
         // Replacing a factor: prove you hold it. Root replacing someone else's factor
         // could as well reset it, so needs no code.
@@ -96,7 +109,24 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice) -> Result<()> {
     };
     let (codes, hashed) = new_recovery_codes(config.recovery.codes)?;
     // The confirmation code is recorded as used: it cannot also open a login.
-    enroll::activate(&store, &factor, &hashed, Some(step), now())?;
+    // A user replaces the factor they proved they hold, and only that one; root
+    // replaces whatever is there.
+    let mode = match &existing {
+        Some(f) if for_self => EnrollMode::Replace {
+            expected: Some(f.id),
+        },
+        Some(_) => EnrollMode::Replace { expected: None },
+        None => EnrollMode::New,
+    };
+    enroll::activate(
+        &store,
+        &factor,
+        DEFAULT_FACTOR,
+        mode,
+        Some(&hashed),
+        Some(step),
+        now(),
+    )?;
     let detail = if existing.is_some() {
         "replaced factor"
     } else {

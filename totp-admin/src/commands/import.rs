@@ -15,6 +15,7 @@ use pam_totp::enroll::{self, NewFactor};
 use pam_totp::gauth::parse_google_authenticator;
 use pam_totp::otp::{Algorithm, OtpParams};
 use pam_totp::recovery::{self, HashedCode};
+use pam_totp::store::{EnrollMode, DEFAULT_FACTOR};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -66,7 +67,15 @@ pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
         .collect::<std::io::Result<Vec<HashedCode>>>()
         .map_err(|e| Error::failed(format!("cannot store the scratch codes: {e}")))?;
     let last_used = parsed.used_steps.iter().copied().max();
-    enroll::activate(&store, &factor, &hashed, last_used, now())?;
+    enroll::activate(
+        &store,
+        &factor,
+        DEFAULT_FACTOR,
+        EnrollMode::Replace { expected: None },
+        Some(&hashed),
+        last_used,
+        now(),
+    )?;
     let summary = format!(
         "key (every {} s) and {} scratch codes from {}",
         params.period,

@@ -17,11 +17,11 @@ pub fn disable(ctx: &Ctx) -> Result<()> {
     let name = ctx.caller.name().to_string();
     let config = ctx.config()?;
     let store = ctx.store(&config)?;
-    if store.login_state(&name, SOURCE)?.factor.is_none() {
+    if store.login_state(&name, SOURCE)?.factors.is_empty() {
         return Err(Error::failed(format!("{name} has no second factor")));
     };
     prove_possession(ctx, &config, &store, &name, "disable")?;
-    store.remove_user(&name)?;
+    store.remove_factors(&name, None)?;
     audit::done(&ctx.caller, "disable", &name, "");
     emit(&format!("Two-factor authentication is off for {name}.\n"))?;
     emit(&mandatory_note(&config, &name))
@@ -33,7 +33,7 @@ pub fn reset(ctx: &Ctx, user: &str, logout: bool) -> Result<()> {
     let name = ctx.caller.target_name(Some(user))?;
     let config = ctx.config()?;
     let store = ctx.store(&config)?;
-    let had = store.remove_user(&name)?;
+    let had = store.remove_factors(&name, None)? > 0;
     audit::done(
         &ctx.caller,
         "reset",
@@ -74,7 +74,7 @@ pub fn recovery_codes(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     let name = ctx.caller.target_name(user)?;
     let config = ctx.config()?;
     let store = ctx.store(&config)?;
-    if store.login_state(&name, SOURCE)?.factor.is_none() {
+    if store.login_state(&name, SOURCE)?.factors.is_empty() {
         return Err(Error::failed(format!(
             "{name} has no second factor: enroll first"
         )));

@@ -18,7 +18,7 @@ use pam_totp::auth::{self, Challenge, DenyReason, Login, Outcome};
 use pam_totp::config::Config;
 use pam_totp::policy::{policy_for, Policy, PolicyReason};
 use pam_totp::recovery::HashedCode;
-use pam_totp::store::{open_for_admin, Store};
+use pam_totp::store::{open_for_changes, open_for_reading, Store};
 use pam_totp::throttle;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -42,10 +42,16 @@ impl Ctx {
         Ok(Config::load(&self.config_path)?)
     }
 
-    /// The store: a SQLite file created (directory 0700, file 0600) or migrated when
-    /// needed, or the PostgreSQL server of `[store] backend = "postgresql"`.
+    /// The store, for a command that changes it: an existing SQLite file of this
+    /// version's schema (only `store init` creates or migrates one), or the PostgreSQL
+    /// server of `[store] backend = "postgresql"`.
     pub fn store(&self, config: &Config) -> Result<Box<dyn Store>> {
-        Ok(open_for_admin(config)?)
+        Ok(open_for_changes(config)?)
+    }
+
+    /// The store, for a command that only reads it: SQLite opened read-only.
+    pub fn store_for_reading(&self, config: &Config) -> Result<Box<dyn Store>> {
+        Ok(open_for_reading(config)?)
     }
 }
 
@@ -104,7 +110,7 @@ pub fn prove_possession(
     for _ in 0..MAX_TRIES {
         let now = now();
         let state = store.login_state(user, SOURCE)?;
-        let Some(factor) = state.factor else {
+        if state.factors.is_empty() {
             return Err(Error::failed(format!("{user} has no second factor")));
         };
         if let Some(wait) = throttle::wait_secs(state.pair, state.user, now, &config.throttle) {
@@ -114,13 +120,21 @@ pub fn prove_possession(
             )));
         }
         let challenge = Challenge {
-            factor,
+            factors: state.factors,
             throttled: None,
             failures: state.pair.failures,
         };
         let answer = terminal::ask("Current code from your app (or a recovery code): ", false)?;
+        // The time the answer arrived; the check counts against the user's limits.
+        let now = self::now();
         match auth::check_answer(config, store, &login, &challenge, &answer, now)? {
             Outcome::Success(_) => return Ok(()),
+            Outcome::Denied(DenyReason::Throttled { wait_secs }) => {
+                audit::refused(&ctx.caller, action, user, "throttled");
+                return Err(Error::refused(format!(
+                    "too many wrong codes: try again in {wait_secs} s"
+                )));
+            }
             Outcome::Denied(DenyReason::Replayed) => {
                 terminal::say("That code was already used. Wait for the next one.")?;
             }

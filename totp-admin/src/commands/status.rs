@@ -10,9 +10,13 @@ use serde_json::json;
 pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     let name = ctx.caller.target_name(user)?;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
+    let store = ctx.store_for_reading(&config)?;
     let now = now();
-    let factor = store.login_state(&name, "")?.factor;
+    let factor = store
+        .list()?
+        .into_iter()
+        .find(|u| u.user == name)
+        .and_then(|u| u.factors.into_iter().next());
     if factor.is_none() && name != ctx.caller.name() {
         // Unknown to NSS and not in the store: most likely a typo.
         crate::caller::lookup_existing(&name)?;
@@ -25,6 +29,7 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
         0
     };
     let last_used = factor.as_ref().and_then(|f| f.last_used_at);
+    let params = factor.as_ref().map(|f| (f.algorithm, f.digits, f.period));
     if ctx.json {
         return emit_json(&json!({
             "user": name,
@@ -51,14 +56,11 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
             format!("{source} for {wait} s more"),
         ));
     }
-    if let Some(f) = &factor {
+    if let (Some(f), Some((algorithm, digits, period))) = (&factor, params) {
         rows.push(("enrolled on".to_string(), time_or_never(Some(f.created_at))));
         rows.push((
             "codes".to_string(),
-            format!(
-                "{}, {} digits, every {} s",
-                f.params.algorithm, f.params.digits, f.params.period
-            ),
+            format!("{algorithm}, {digits} digits, every {period} s"),
         ));
         rows.push(("last used".to_string(), time_or_never(last_used)));
         rows.push(("recovery codes left".to_string(), left.to_string()));
@@ -70,7 +72,7 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
 pub fn list(ctx: &Ctx) -> Result<()> {
     ctx.caller.require_root("list")?;
     let config = ctx.config()?;
-    let store = ctx.store(&config)?;
+    let store = ctx.store_for_reading(&config)?;
     let now = now();
     let users = store.list()?;
     let mut json_rows = Vec::new();
@@ -80,15 +82,19 @@ pub fn list(ctx: &Ctx) -> Result<()> {
         let policy = user_policy(&config, &u.user)
             .map(|(p, _)| p.as_str())
             .unwrap_or("unknown");
+        let Some(f) = u.factors.first() else {
+            continue;
+        };
+        let last_used = u.factors.iter().filter_map(|f| f.last_used_at).max();
         if ctx.json {
             json_rows.push(json!({
                 "user": u.user,
                 "policy": policy,
-                "algorithm": u.algorithm.as_str(),
-                "digits": u.digits,
-                "period": u.period,
-                "enrolled_at": u.created_at,
-                "last_used": u.last_used_at,
+                "algorithm": f.algorithm.as_str(),
+                "digits": f.digits,
+                "period": f.period,
+                "enrolled_at": f.created_at,
+                "last_used": last_used,
                 "recovery_codes_left": u.recovery_codes_left,
                 "locked": locked,
             }));
@@ -96,8 +102,8 @@ pub fn list(ctx: &Ctx) -> Result<()> {
             rows.push(vec![
                 u.user.clone(),
                 policy.to_string(),
-                time_or_never(Some(u.created_at)),
-                time_or_never(u.last_used_at),
+                time_or_never(Some(f.created_at)),
+                time_or_never(last_used),
                 u.recovery_codes_left.to_string(),
                 yes_no(locked),
             ]);

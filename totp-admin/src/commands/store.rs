@@ -7,7 +7,7 @@ use crate::cli::{StoreCopyArgs, StoreInitArgs};
 use crate::error::{Error, Result};
 use crate::output::emit;
 use pam_totp::config::{Backend, Config};
-use pam_totp::store::{open_for_admin, SqliteStore, SCHEMA_VERSION};
+use pam_totp::store::{init_store, open_for_changes, open_for_reading};
 
 pub fn init(ctx: &Ctx, args: &StoreInitArgs) -> Result<()> {
     ctx.caller.require_root("store init")?;
@@ -19,12 +19,22 @@ pub fn init(ctx: &Ctx, args: &StoreInitArgs) -> Result<()> {
                     "--login-role is for backend = \"postgresql\"",
                 ));
             }
-            let store = SqliteStore::open_or_create(&config.store.path)?;
-            store.integrity_check()?;
-            format!(
-                "Store {} is ready (schema version {SCHEMA_VERSION}).\n",
-                config.store.path.display()
-            )
+            let report = init_store(&config)?;
+            let path = config.store.path.display();
+            match report.found {
+                0 => format!(
+                    "Created store {path} (schema version {}).\n",
+                    report.version
+                ),
+                v if v < report.version => format!(
+                    "Migrated store {path} from schema version {v} to {}.\n",
+                    report.version
+                ),
+                _ => format!(
+                    "Store {path} is ready (schema version {}).\n",
+                    report.version
+                ),
+            }
         }
         Backend::Postgresql => init_postgresql(&config, args.login_role.as_deref())?,
     };
@@ -78,8 +88,8 @@ pub fn copy(ctx: &Ctx, args: &StoreCopyArgs) -> Result<()> {
             "{from} is both source and destination"
         )));
     }
-    let source = open_for_admin(&from_config)?;
-    let destination = open_for_admin(&to_config)?;
+    let source = open_for_reading(&from_config)?;
+    let destination = open_for_changes(&to_config)?;
     let users = source.export()?;
     for user in &users {
         destination.import(user)?;

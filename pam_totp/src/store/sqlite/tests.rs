@@ -1,0 +1,494 @@
+//! The SQLite store's semantics, on private stores.
+
+use super::*;
+use crate::config::Duration;
+use crate::store::{TestDir, DEFAULT_FACTOR};
+
+const NOW: i64 = 1_800_000_000;
+
+fn key(byte: u8) -> SecretKey {
+    SecretKey::from_bytes(vec![byte; 20])
+}
+
+fn params() -> OtpParams {
+    OtpParams {
+        algorithm: Algorithm::Sha1,
+        digits: 6,
+        period: 30,
+    }
+}
+
+fn enroll(
+    store: &SqliteStore,
+    user: &str,
+    name: &str,
+    secret: &SecretKey,
+    mode: EnrollMode,
+    codes: Option<&[HashedCode]>,
+    confirmed_step: Option<i64>,
+) -> Result<i64> {
+    store.enroll(
+        user,
+        &Enrollment {
+            name,
+            secret,
+            params: params(),
+            mode,
+            recovery_codes: codes,
+            confirmed_step,
+        },
+        NOW,
+    )
+}
+
+fn throttle_config() -> ThrottleConfig {
+    ThrottleConfig {
+        max_failures: 3,
+        lockout: Duration(60),
+        lockout_max: Duration(3600),
+        user_max_failures: 5,
+    }
+}
+
+#[test]
+fn factors_are_listed_default_first_with_their_keys() {
+    let store = SqliteStore::in_memory().unwrap();
+    let spare = enroll(
+        &store,
+        "alice",
+        "spare",
+        &key(2),
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    let default = enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(1),
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_ne!(spare, default);
+    let state = store.login_state("alice", "pts/0").unwrap();
+    let names: Vec<_> = state.factors.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["default", "spare"]);
+    assert_eq!(state.factors[0].secret.as_bytes(), key(1).as_bytes());
+    assert_eq!(state.factors[0].id, default);
+    assert!(store
+        .login_state("bob", "pts/0")
+        .unwrap()
+        .factors
+        .is_empty());
+    let list = store.list().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].factors.len(), 2);
+    assert_eq!(list[0].factors[0].name, "default");
+}
+
+#[test]
+fn enroll_new_over_a_factor_is_refused() {
+    let store = SqliteStore::in_memory().unwrap();
+    enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(1),
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    let again = enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(2),
+        EnrollMode::New,
+        None,
+        None,
+    );
+    assert!(
+        matches!(&again, Err(StoreError::Exists { user, name }) if user == "alice" && name == "default"),
+        "{again:?}"
+    );
+    let state = store.login_state("alice", "x").unwrap();
+    assert_eq!(state.factors[0].secret.as_bytes(), key(1).as_bytes());
+}
+
+#[test]
+fn replace_checks_the_expected_factor_and_keeps_the_last_step() {
+    let store = SqliteStore::in_memory().unwrap();
+    let first = enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(1),
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        store.accept_step("alice", first, 500, NOW).unwrap(),
+        StepOutcome::Accepted
+    );
+    // Replacing what the caller proved: a new id, the old last step.
+    let mode = EnrollMode::Replace {
+        expected: Some(first),
+    };
+    let second = enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(2),
+        mode,
+        None,
+        Some(100),
+    )
+    .unwrap();
+    assert_ne!(first, second);
+    let f = &store.login_state("alice", "x").unwrap().factors[0];
+    assert_eq!((f.id, f.last_step), (second, Some(500)));
+    assert_eq!(f.secret.as_bytes(), key(2).as_bytes());
+    // A second replacement that proved the first factor is refused.
+    let stale = enroll(&store, "alice", DEFAULT_FACTOR, &key(3), mode, None, None);
+    assert!(matches!(stale, Err(StoreError::Exists { .. })), "{stale:?}");
+    // Root replaces whatever is there; with nothing there, it enrolls.
+    let root = EnrollMode::Replace { expected: None };
+    enroll(&store, "alice", DEFAULT_FACTOR, &key(4), root, None, None).unwrap();
+    enroll(&store, "bob", DEFAULT_FACTOR, &key(4), root, None, None).unwrap();
+    // A replacement whose factor is gone is refused.
+    let gone = EnrollMode::Replace {
+        expected: Some(first),
+    };
+    let carol = enroll(&store, "carol", DEFAULT_FACTOR, &key(5), gone, None, None);
+    assert!(matches!(carol, Err(StoreError::Exists { .. })));
+}
+
+#[test]
+fn accept_step_tells_replays_from_changed_factors() {
+    let store = SqliteStore::in_memory().unwrap();
+    let id = enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(1),
+        EnrollMode::New,
+        None,
+        Some(10),
+    )
+    .unwrap();
+    assert_eq!(
+        store.accept_step("alice", id, 10, NOW).unwrap(),
+        StepOutcome::Replayed
+    );
+    assert_eq!(
+        store.accept_step("alice", id, 11, NOW).unwrap(),
+        StepOutcome::Accepted
+    );
+    assert_eq!(
+        store.accept_step("alice", id, 11, NOW).unwrap(),
+        StepOutcome::Replayed
+    );
+    // Another user's factor id is not this user's.
+    assert_eq!(
+        store.accept_step("bob", id, 12, NOW).unwrap(),
+        StepOutcome::FactorChanged
+    );
+    let replaced = enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(2),
+        EnrollMode::Replace { expected: None },
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        store.accept_step("alice", id, 12, NOW).unwrap(),
+        StepOutcome::FactorChanged
+    );
+    assert_eq!(
+        store.accept_step("alice", replaced, 12, NOW).unwrap(),
+        StepOutcome::Accepted
+    );
+    let f = &store.login_state("alice", "x").unwrap().factors[0];
+    assert_eq!((f.last_step, f.last_used_at), (Some(12), Some(NOW)));
+}
+
+#[test]
+fn begin_attempt_counts_and_refuses_without_writing() {
+    let store = SqliteStore::in_memory().unwrap();
+    let config = throttle_config();
+    for _ in 0..3 {
+        assert_eq!(
+            store.begin_attempt("alice", "a", NOW, &config).unwrap(),
+            Attempt::Allowed
+        );
+    }
+    // The third failure locked the pair for 60 s; a refusal writes nothing.
+    let before = store.throttle_state("alice").unwrap();
+    assert_eq!(
+        store.begin_attempt("alice", "a", NOW + 1, &config).unwrap(),
+        Attempt::Throttled { wait_secs: 59 }
+    );
+    assert_eq!(store.throttle_state("alice").unwrap(), before);
+    assert_eq!(before.1.failures, 3);
+    // Another source still may, up to the user's ceiling of 5 an hour.
+    for _ in 0..2 {
+        assert_eq!(
+            store.begin_attempt("alice", "b", NOW + 2, &config).unwrap(),
+            Attempt::Allowed
+        );
+    }
+    assert_eq!(
+        store.begin_attempt("alice", "c", NOW + 2, &config).unwrap(),
+        Attempt::Throttled {
+            wait_secs: 3600 - 2
+        }
+    );
+    // A success gives one back to the user and clears the pair.
+    store.attempt_succeeded("alice", "b").unwrap();
+    let (pairs, window) = store.throttle_state("alice").unwrap();
+    assert_eq!(window.failures, 4);
+    assert_eq!(
+        pairs.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert_eq!(
+        store.begin_attempt("alice", "c", NOW + 3, &config).unwrap(),
+        Attempt::Allowed
+    );
+    assert!(store.unlock("alice").unwrap());
+    assert!(!store.unlock("alice").unwrap());
+    assert_eq!(
+        store.throttle_state("alice").unwrap().1,
+        UserFailures::default()
+    );
+}
+
+#[test]
+fn sources_are_capped_dropping_the_least_restrictive() {
+    let store = SqliteStore::in_memory().unwrap();
+    let mut config = throttle_config();
+    config.user_max_failures = 0;
+    for _ in 0..3 {
+        store
+            .begin_attempt("alice", "locked", NOW, &config)
+            .unwrap();
+    }
+    for i in 0..MAX_SOURCES + 10 {
+        store
+            .begin_attempt("alice", &format!("src{i:03}"), NOW, &config)
+            .unwrap();
+    }
+    let (pairs, _) = store.throttle_state("alice").unwrap();
+    assert_eq!(pairs.len() as i64, MAX_SOURCES);
+    assert!(pairs.iter().any(|(s, p)| s == "locked" && p.failures == 3));
+    let long = "x".repeat(1000);
+    store.begin_attempt("alice", &long, NOW, &config).unwrap();
+    assert_eq!(store.login_state("alice", &long).unwrap().pair.failures, 1);
+}
+
+#[test]
+fn recovery_codes_are_used_once() {
+    let store = SqliteStore::in_memory().unwrap();
+    let codes = [
+        recovery::hash_new("abcd-efgh-jkmn-pqrs").unwrap(),
+        recovery::hash_new("2345-6789-abcd-efgh").unwrap(),
+    ];
+    enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(1),
+        EnrollMode::New,
+        Some(&codes),
+        None,
+    )
+    .unwrap();
+    let normalized = recovery::normalize(&crate::secret::Answer::from("abcdefghjkmnpqrs")).unwrap();
+    assert!(store.use_recovery_code("alice", &normalized, NOW).unwrap());
+    assert!(!store.use_recovery_code("alice", &normalized, NOW).unwrap());
+    assert!(!store.use_recovery_code("bob", &normalized, NOW).unwrap());
+    assert_eq!(store.recovery_codes_left("alice").unwrap(), 1);
+    // A second factor without codes keeps the set.
+    enroll(
+        &store,
+        "alice",
+        "spare",
+        &key(2),
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(store.recovery_codes_left("alice").unwrap(), 1);
+    store.replace_recovery_codes("alice", &codes).unwrap();
+    assert_eq!(store.recovery_codes_left("alice").unwrap(), 2);
+    assert_eq!(store.list().unwrap()[0].recovery_codes_left, 2);
+}
+
+#[test]
+fn a_reset_keeps_the_grace_sighting_only() {
+    let store = SqliteStore::in_memory().unwrap();
+    let config = throttle_config();
+    assert_eq!(store.first_mandatory_sighting("alice", 100).unwrap(), 100);
+    assert_eq!(store.first_mandatory_sighting("alice", 200).unwrap(), 100);
+    let codes = [recovery::hash_new("abcd-efgh-jkmn-pqrs").unwrap()];
+    enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(1),
+        EnrollMode::New,
+        Some(&codes),
+        None,
+    )
+    .unwrap();
+    enroll(
+        &store,
+        "alice",
+        "spare",
+        &key(2),
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    store.begin_attempt("alice", "a", NOW, &config).unwrap();
+    // One factor: the other and the codes stay.
+    assert_eq!(store.remove_factors("alice", Some("spare")).unwrap(), 1);
+    assert_eq!(store.remove_factors("alice", Some("spare")).unwrap(), 0);
+    assert_eq!(store.recovery_codes_left("alice").unwrap(), 1);
+    assert_eq!(store.remove_factors("alice", None).unwrap(), 1);
+    assert!(store.login_state("alice", "a").unwrap().factors.is_empty());
+    assert_eq!(store.recovery_codes_left("alice").unwrap(), 0);
+    assert_eq!(
+        store.throttle_state("alice").unwrap(),
+        (Vec::new(), UserFailures::default())
+    );
+    assert_eq!(store.first_mandatory_sighting("alice", 300).unwrap(), 100);
+    assert!(store.has_records("alice").unwrap());
+    assert!(!store.has_records("bob").unwrap());
+    store.begin_attempt("bob", "a", NOW, &config).unwrap();
+    assert!(store.has_records("bob").unwrap());
+}
+
+#[test]
+fn export_and_import_keep_factors_codes_and_the_later_step() {
+    let from = SqliteStore::in_memory().unwrap();
+    let codes = [recovery::hash_new("abcd-efgh-jkmn-pqrs").unwrap()];
+    let id = enroll(
+        &from,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(1),
+        EnrollMode::New,
+        Some(&codes),
+        Some(7),
+    )
+    .unwrap();
+    enroll(
+        &from,
+        "alice",
+        "spare",
+        &key(2),
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    from.accept_step("alice", id, 9, NOW).unwrap();
+    let to = SqliteStore::in_memory().unwrap();
+    let later = enroll(
+        &to,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(1),
+        EnrollMode::New,
+        None,
+        Some(50),
+    )
+    .unwrap();
+    assert!(later > 0);
+    let users = from.export().unwrap();
+    assert_eq!(users.len(), 1);
+    to.import(&users[0]).unwrap();
+    let state = to.login_state("alice", "x").unwrap();
+    assert_eq!(state.factors.len(), 2);
+    assert_eq!(state.factors[0].last_step, Some(50));
+    assert_eq!(state.factors[0].last_used_at, Some(NOW));
+    assert_eq!(state.factors[1].secret.as_bytes(), key(2).as_bytes());
+    assert_eq!(to.recovery_codes_left("alice").unwrap(), 1);
+}
+
+#[test]
+fn opening_never_creates_and_reading_never_writes() {
+    let tmp = TestDir::new("sqlite-open");
+    let path = tmp.0.join("totp.db");
+    for open in [
+        SqliteStore::open_for_login,
+        SqliteStore::open_for_reading,
+        SqliteStore::open_for_changes,
+    ] {
+        assert!(matches!(open(&path), Err(StoreError::Missing(_))));
+        assert!(!path.exists());
+    }
+    let missing = StoreError::Missing(path.clone()).to_string();
+    assert!(
+        missing.ends_with("is missing: restore it from a backup, or create an empty one with: totp-admin store init"),
+        "{missing}"
+    );
+    assert_eq!(SqliteStore::init(&path).unwrap(), 0);
+    assert_eq!(SqliteStore::init(&path).unwrap(), SCHEMA_VERSION);
+    let writer = SqliteStore::open_for_changes(&path).unwrap();
+    enroll(
+        &writer,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(1),
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    drop(writer);
+    let reader = SqliteStore::open_for_reading(&path).unwrap();
+    assert_eq!(reader.list().unwrap().len(), 1);
+    assert!(reader.first_mandatory_sighting("bob", 1).is_err());
+    let login = SqliteStore::open_for_login(&path).unwrap();
+    assert_eq!(login.login_state("alice", "x").unwrap().factors.len(), 1);
+}
+
+#[test]
+fn a_login_tells_another_schema_apart() {
+    let tmp = TestDir::new("sqlite-schema");
+    let path = tmp.0.join("totp.db");
+    for (sql, found) in [
+        ("CREATE TABLE users(user TEXT PRIMARY KEY, record BLOB NOT NULL); PRAGMA user_version = 2;", 2),
+        ("PRAGMA user_version = 9; CREATE TABLE x(y);", 9),
+        ("", 0),
+    ] {
+        let _ = std::fs::remove_file(&path);
+        Connection::open(&path).unwrap().execute_batch(sql).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let login = SqliteStore::open_for_login(&path).unwrap();
+        let err = login.login_state("alice", "x").unwrap_err();
+        assert!(
+            matches!(err, StoreError::Schema { found: f } if f == found),
+            "{sql}: {err}"
+        );
+        for open in [SqliteStore::open_for_reading, SqliteStore::open_for_changes] {
+            assert!(matches!(open(&path), Err(StoreError::Schema { .. })));
+        }
+    }
+    let older = StoreError::Schema { found: 2 }.to_string();
+    assert!(older.contains("run totp-admin store init"), "{older}");
+}
