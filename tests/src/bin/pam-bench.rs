@@ -102,8 +102,8 @@ fn setup(kind: &str, dir: &Path, users: usize) {
         }
         "ga" | "ga-strict" => {
             for i in 0..users {
-                // What `google-authenticator -t -f -w 3` writes (`-d -r 3 -R 30` for
-                // ga-strict: one use per code, three logins per 30 s).
+                // No scratch codes; ga-strict adds what `google-authenticator -d -r 3
+                // -R 30` asks for: one use per code, three logins per 30 s.
                 let mut text = format!("{}\n\" TOTP_AUTH\n\" WINDOW_SIZE 3\n", base32(&secret(i)));
                 if kind == "ga-strict" {
                     text.push_str("\" RATE_LIMIT 3 30\n\" DISALLOW_REUSE\n");
@@ -134,7 +134,6 @@ fn setup(kind: &str, dir: &Path, users: usize) {
         other => panic!("unknown kind {other}"),
     };
     std::fs::write(svc.join(SERVICE), line).unwrap();
-    std::fs::write(svc.join("other"), "auth required pam_deny.so\n").unwrap();
     copy_dir(&st, &pristine(dir));
 }
 
