@@ -426,6 +426,18 @@ fn rpm_file_list_modes_config_flags_and_scripts() {
         .args(["-qp", "--qf", "%{NAME}"])
         .arg(rpm));
     assert_eq!(name, RPM_PACKAGE);
+    // The licences of everything inside (packaging/gen-copyright.sh), SQLite's included.
+    let license = run(Command::new("rpm")
+        .args(["-qp", "--qf", "%{LICENSE}"])
+        .arg(rpm));
+    for term in [
+        "(Apache-2.0 OR MIT)",
+        "blessing",
+        "BSD-3-Clause",
+        "Unicode-3.0",
+    ] {
+        assert!(license.contains(term), "{term} missing from {license}");
+    }
 
     let files = rpm_files(rpm);
     let expect = |path: &str, mode: u32, config: bool| match files.get(path) {
@@ -452,6 +464,11 @@ fn rpm_file_list_modes_config_flags_and_scripts() {
     expect("/usr/share/man/man5/pam_totp.conf.5", 0o644, false);
     expect("/usr/share/doc/pam_totp/README.md", 0o644, false);
     expect("/usr/share/licenses/pam_totp/copyright", 0o644, false);
+    expect(
+        "/usr/share/licenses/pam_totp/LICENSE-Apache-2.0",
+        0o644,
+        false,
+    );
     expect(
         "/usr/share/bash-completion/completions/totp-admin",
         0o644,
