@@ -30,6 +30,8 @@ CARGO_TARGET_DIR=$pg_target cargo build --release -p pam_totp -p totp-admin \
 
 mkdir -p "$out"
 rm -f "$out"/*.deb "$out"/*.rpm
+# The .deb's changelog, from NEWS (cargo-deb installs it as changelog.Debian.gz).
+sh packaging/gen-changelog.sh packaging/deb/changelog
 cargo deb -p pam_totp --no-build --output "$out/"
 CARGO_TARGET_DIR=$pg_target cargo deb -p pam_totp --no-build --variant postgresql --output "$out/"
 # Asset and scriptlet paths of the RPM metadata are relative to the workspace root.
