@@ -233,9 +233,7 @@ fn first_setting(text: &str, span: std::ops::Range<usize>) -> Option<String> {
         for (key, value) in table.iter() {
             path.push(key.get_ref().to_string());
             let start = key.span().start;
-            if key.get_ref() == name
-                && start < before
-                && best.as_ref().is_none_or(|b| start > b.0)
+            if key.get_ref() == name && start < before && best.as_ref().is_none_or(|b| start > b.0)
             {
                 *best = Some((start, path.join(".")));
             }
