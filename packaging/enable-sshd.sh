@@ -199,10 +199,12 @@ trap - EXIT
 [ -z "$previous" ] || rm -f "$previous"
 
 after_lockouts=$(lockouts)
-new_lockouts=$(printf '%s\n' "$after_lockouts" | grep -vxF -e "$before_lockouts" | grep . || true)
-if [ -z "$before_lockouts" ]; then
-    new_lockouts=$after_lockouts
-fi
+# Accounts named now and not before (the reasons change with the configuration).
+before_names=$(printf '%s\n' "$before_lockouts" | sed -n 's/: .*//p')
+new_lockouts=$(printf '%s\n' "$after_lockouts" | while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    printf '%s\n' "$before_names" | grep -qxF -e "${line%%: *}" || printf '%s\n' "$line"
+done)
 if [ -n "$before_lockouts" ]; then
     say "accounts that could not log in over SSH before either:"
     printf '%s\n' "$before_lockouts" | sed 's/^/  /'

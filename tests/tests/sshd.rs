@@ -937,3 +937,268 @@ fn forward_pass_through_password_authentication() {
     drop(sshd);
     host.check();
 }
+
+/// packaging/enable-sshd.sh (what `install.sh --enable-sshd` runs after installing the
+/// package) on a copy of this host (a throwaway system: overlays on /etc, /usr, /var,
+/// /home, /root, /run in a private mount namespace), with the package's files where the
+/// .deb puts them. Then the real sshd, started as `sshd` with the host's sshd_config and
+/// the drop-in and PAM stack exactly as the script left them: key + code with and
+/// without a password, root under prohibit-password, password + code, none without the
+/// code. Before that, a stack in which a key would be followed by a password: the
+/// script names the accounts that would be locked out and does not reload sshd.
+#[test]
+fn enable_sshd_keeps_every_way_in_and_adds_the_code() {
+    use pam_totp_tests::packages_support::{in_throwaway_system, run, run_with_input};
+    use std::process::Command;
+    let host = Host::snapshot();
+    let work = sandbox_dir("ssh-enable");
+    let script = workspace().join("packaging/enable-sshd.sh");
+    let checked = work.clone();
+    in_throwaway_system(move || {
+        let work = checked;
+        // The package's files, as the .deb lays them out, and its postinst.
+        let install = |from: &Path, to: &str, mode: u32| {
+            std::fs::create_dir_all(Path::new(to).parent().unwrap()).unwrap();
+            std::fs::copy(from, to).unwrap();
+            std::fs::set_permissions(to, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap();
+        };
+        install(
+            &module(),
+            "/usr/lib/x86_64-linux-gnu/security/pam_totp.so",
+            0o644,
+        );
+        install(&totp_admin(), "/usr/bin/totp-admin", 0o4755);
+        install(
+            &workspace().join("packaging/pam-configs/totp"),
+            "/usr/share/pam-configs/totp",
+            0o644,
+        );
+        install(
+            &workspace().join("config/config.toml"),
+            "/etc/pam_totp/config.toml",
+            0o600,
+        );
+        run(Command::new("install").args(["-d", "-m", "0700", "/var/lib/pam_totp"]));
+        run(Command::new("totp-admin").args(["store", "init"]));
+
+        // alice: password and key; kate: key only; pat: password only; root: key only
+        // (PermitRootLogin prohibit-password, the default); ghost: neither, before too.
+        for (user, password) in [
+            ("alice", Some(PASSWORD)),
+            ("kate", None),
+            ("pat", Some(PASSWORD)),
+            ("ghost", None),
+        ] {
+            run(Command::new("useradd").args(["-m", "-s", "/bin/sh", user]));
+            if let Some(p) = password {
+                run_with_input(&mut Command::new("chpasswd"), &format!("{user}:{p}\n"));
+            }
+        }
+        run(Command::new("usermod").args(["-p", "*", "root"]));
+        let mut keys = Vec::new();
+        for (user, home) in [
+            ("alice", "/home/alice"),
+            ("kate", "/home/kate"),
+            ("root", "/root"),
+        ] {
+            let key = work.join(format!("{user}_key"));
+            pam_totp_tests::sshd_support::keygen(&key);
+            let ssh = Path::new(home).join(".ssh");
+            std::fs::create_dir_all(&ssh).unwrap();
+            let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+            std::fs::write(ssh.join("authorized_keys"), public).unwrap();
+            run(Command::new("chown").args(["-R", &format!("{user}:"), ssh.to_str().unwrap()]));
+            keys.push((user, key_options(&key)));
+        }
+        for user in ["alice", "kate", "pat", "root"] {
+            run_with_input(
+                Command::new("totp-admin").args(["enroll", "--user", user, "--secret-stdin"]),
+                &format!("{SECRET}\n"),
+            );
+        }
+        let pam_sshd_before = std::fs::read_to_string("/etc/pam.d/sshd").unwrap();
+        let enable = || {
+            Command::new("timeout")
+                .args(["120", "sh"])
+                .arg(&script)
+                .arg("--no-reload")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .output()
+                .unwrap()
+        };
+
+        // A stack where pam_env reads the user's file: the key report cannot be
+        // believed, a key is followed by a password, kate and root have none.
+        std::fs::write(
+            "/etc/pam.d/sshd",
+            format!("auth required pam_env.so user_readenv=1\n{pam_sshd_before}"),
+        )
+        .unwrap();
+        let refused = enable();
+        let text = String::from_utf8_lossy(&refused.stdout).into_owned()
+            + &String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{text}");
+        assert!(text.contains("sshd was NOT reloaded"), "{text}");
+        let named = text.split("would be locked out:").nth(1).unwrap_or("");
+        for user in ["kate", "root"] {
+            assert!(
+                named.contains(&format!("  {user}: cannot log in over SSH")),
+                "{text}"
+            );
+        }
+        assert!(
+            !named.contains("alice:") && !named.contains("pat:"),
+            "{text}"
+        );
+        let doctor = Command::new("totp-admin").arg("doctor").output().unwrap();
+        let doctor = String::from_utf8_lossy(&doctor.stdout);
+        assert!(
+            doctor.contains("FAIL  lockout  kate: cannot log in over SSH")
+                && doctor.contains("no password, which /etc/pam.d/sshd asks here"),
+            "{doctor}"
+        );
+
+        // The stack as the host had it: every way in is kept.
+        let pam_now = std::fs::read_to_string("/etc/pam.d/sshd").unwrap();
+        std::fs::write(
+            "/etc/pam.d/sshd",
+            pam_now.replace("auth required pam_env.so user_readenv=1\n", ""),
+        )
+        .unwrap();
+        let done = enable();
+        let text = String::from_utf8_lossy(&done.stdout).into_owned()
+            + &String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success(), "{text}");
+        assert!(text.contains("no account is locked out"), "{text}");
+        assert!(
+            text.split("before either:")
+                .nth(1)
+                .is_some_and(|t| t.contains("\n  ghost: ")),
+            "{text}"
+        );
+        let dropin = std::fs::read_to_string("/etc/ssh/sshd_config.d/50-pam-totp.conf").unwrap();
+        assert!(
+            dropin.contains("\nAuthenticationMethods publickey,keyboard-interactive keyboard-interactive\n")
+                && dropin.contains("\nMatch User root\n    PermitRootLogin yes\n    AuthenticationMethods publickey,keyboard-interactive\n"),
+            "{dropin}"
+        );
+        let pam = std::fs::read_to_string("/etc/pam.d/sshd").unwrap();
+        let line = pam
+            .find("auth [success=done ignore=ignore default=die] pam_totp.so after_publickey\n")
+            .expect(&pam);
+        assert!(line < pam.find("@include common-auth").unwrap(), "{pam}");
+        assert!(std::fs::read_to_string("/etc/pam.d/common-auth")
+            .unwrap()
+            .contains("pam_totp.so"));
+        assert!(std::fs::read_dir("/var/backups/pam_totp")
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("pam.d-sshd.")));
+
+        // sshd as the host would run it after a reload: service `sshd`, the host's
+        // sshd_config (which includes the drop-in), on a port of its own.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host_key = work.join("host_key");
+        pam_totp_tests::sshd_support::keygen(&host_key);
+        let config = work.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nLogLevel VERBOSE\n\
+                 Include /etc/ssh/sshd_config\n",
+                host_key.display(),
+                work.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        let log = work.join("sshd.log");
+        let mut sshd = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-f")
+            .arg(&config)
+            .arg("-E")
+            .arg(&log)
+            .spawn()
+            .unwrap();
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let ready = format!("Server listening on 127.0.0.1 port {port}.");
+        for _ in 0..300 {
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(&ready)
+            {
+                break;
+            }
+            assert!(sshd.try_wait().unwrap().is_none(), "sshd exited");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let sshd = Kill(sshd);
+        let ssh = |user: &str, options: &[&str], dialog: &[(&str, &str)]| {
+            let port = port.to_string();
+            let known = format!("UserKnownHostsFile={}", work.join("known_hosts").display());
+            let target = format!("{user}@127.0.0.1");
+            let mut argv = vec![
+                "ssh",
+                "-F",
+                "/dev/null",
+                "-p",
+                &port,
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                &known,
+                "-o",
+                "NumberOfPasswordPrompts=1",
+            ];
+            argv.extend_from_slice(options);
+            argv.extend([target.as_str(), WHOAMI]);
+            let mut prefix = Command::new("timeout");
+            prefix.args(["90", "expect"]);
+            let session = pam_totp_tests::sshd_support::run_dialog(prefix, &work, &argv, dialog);
+            assert!(
+                session.problem.is_none(),
+                "{session:?}\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            session
+        };
+        wait_for_fresh_step(30, 20);
+        let c = code(SECRET, 0);
+        for (user, options) in &keys {
+            let ok = ssh(user, &strs(options), &[("Verification code: ", &c)]);
+            assert!(ok.logged_in_as(user), "{user}: {}", ok.text);
+            assert!(!ok.text.contains("assword"), "{user}: {}", ok.text);
+            let bad = ssh(user, &strs(options), &[("Verification code: ", wrong(&c))]);
+            assert!(!bad.logged_in_as(user), "{user}: {}", bad.text);
+        }
+        let pat = ssh(
+            "pat",
+            KBDINT,
+            &[("Password: ", PASSWORD), ("Verification code: ", &c)],
+        );
+        assert!(pat.logged_in_as("pat"), "{}", pat.text);
+        let pat_bad = ssh(
+            "pat",
+            KBDINT,
+            &[("Password: ", PASSWORD), ("Verification code: ", wrong(&c))],
+        );
+        assert!(!pat_bad.logged_in_as("pat"), "{}", pat_bad.text);
+        drop(sshd);
+    });
+    remove_sandbox_dir(&work);
+    host.check();
+}
