@@ -1202,3 +1202,36 @@ fn enable_sshd_keeps_every_way_in_and_adds_the_code() {
     remove_sandbox_dir(&work);
     host.check();
 }
+
+/// A user without a password who runs `totp-admin enroll` is told how they can enroll
+/// (at the next SSH login with enroll_at_login, or by root) instead of meeting a
+/// password prompt they cannot answer.
+#[test]
+fn a_user_without_a_password_is_told_how_to_enroll() {
+    use pam_totp_tests::admin_support::AdminWorld;
+    for (config, advice) in [
+        (
+            "[policy]\nenroll_at_login = true\nmandatory = true\n",
+            "log in over SSH again: you will be asked to set it up during the login",
+        ),
+        ("", "ask your administrator to turn on enroll_at_login"),
+    ] {
+        let world = AdminWorld::new("enroll-nopass", config);
+        world.sb.init_store();
+        add_keyonly_user(&world.sb, "kate");
+        let run = world.as_user("kate", &["enroll"], "");
+        run.assert_refused(advice);
+        assert!(
+            run.stderr
+                .contains("or ask root to run: totp-admin enroll --user kate"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !run.stdout.contains("assword") && !run.stderr.contains("Password:"),
+            "{}{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+}
