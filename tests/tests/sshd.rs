@@ -951,9 +951,16 @@ fn enable_sshd_keeps_every_way_in_and_adds_the_code() {
     use pam_totp_tests::packages_support::{in_throwaway_system, run, run_with_input};
     use std::process::Command;
     let host = Host::snapshot();
-    let work = sandbox_dir("ssh-enable");
+    // Removed on drop, also when an assertion fails.
+    struct Work(std::path::PathBuf);
+    impl Drop for Work {
+        fn drop(&mut self) {
+            remove_sandbox_dir(&self.0);
+        }
+    }
+    let work = Work(sandbox_dir("ssh-enable"));
     let script = workspace().join("packaging/enable-sshd.sh");
-    let checked = work.clone();
+    let checked = work.0.clone();
     in_throwaway_system(move || {
         let work = checked;
         // The package's files, as the .deb lays them out, and its postinst.
@@ -1199,7 +1206,7 @@ fn enable_sshd_keeps_every_way_in_and_adds_the_code() {
         assert!(!pat_bad.logged_in_as("pat"), "{}", pat_bad.text);
         drop(sshd);
     });
-    remove_sandbox_dir(&work);
+    drop(work);
     host.check();
 }
 
