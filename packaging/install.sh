@@ -6,10 +6,11 @@
 #   packaging/install.sh --enable-sshd  # ... and turn it on for SSH logins
 #
 # It installs the build dependencies (and Rust through rustup when cargo is missing).
-# --enable-sshd runs `pam-auth-update --enable totp` (the module then runs for every
-# service that includes common-auth, optional for everyone until the config says
-# otherwise) and installs config/sshd_config.d/50-pam-totp.conf so sshd asks through
-# keyboard-interactive, then reloads sshd.
+# --enable-sshd runs packaging/enable-sshd.sh: `pam-auth-update --enable totp` (the
+# module then runs for every service that includes common-auth, optional for everyone
+# until the config says otherwise), key + code and password + code for sshd (every
+# way in that worked before keeps working, followed by the code), and a reload of
+# sshd only when `totp-admin doctor` finds no account that would be locked out.
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,7 +21,7 @@ for arg in "$@"; do
     case "$arg" in
     --enable-sshd) enable_sshd=yes ;;
     -h | --help)
-        sed -n '2,12p' "$0"
+        sed -n '2,13p' "$0"
         exit 0
         ;;
     *)
@@ -57,19 +58,9 @@ deb=$(ls "$target"/packages/pam-totp_*.deb | head -n 1)
 apt-get install -y --no-install-recommends "$deb"
 
 if [ "$enable_sshd" = yes ]; then
-    pam-auth-update --enable totp
-    if [ -d /etc/ssh/sshd_config.d ]; then
-        install -m 0644 config/sshd_config.d/50-pam-totp.conf /etc/ssh/sshd_config.d/50-pam-totp.conf
-        # sshd -t wants its privilege separation directory, which the ssh service
-        # creates when it starts.
-        [ -d /run/sshd ] || install -d -m 0755 /run/sshd
-        if sshd -t; then
-            systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true
-        else
-            echo "install.sh: sshd -t failed; check /etc/ssh/sshd_config.d/50-pam-totp.conf" >&2
-            exit 1
-        fi
-    fi
+    # Keys and passwords keep working, each followed by the code; sshd is reloaded
+    # only when no account would be locked out (see packaging/enable-sshd.sh).
+    sh packaging/enable-sshd.sh
     echo "pam_totp is on for SSH: users enroll with 'totp-admin enroll'."
 else
     echo "pam_totp is installed but not yet in any PAM stack:"

@@ -299,6 +299,62 @@ pub fn check_answer(
     Ok(outcome)
 }
 
+/// `forward_pass`: checks an answer that carries the password and then the code (see
+/// [`crate::first_factor::splits`]), shown at `asked_at` and answered at `now`. Counts
+/// one attempt however many ways the answer is cut. Returns the outcome and how many
+/// leading bytes of the answer are the password to hand on: those of the way that
+/// passed, else of the first way tried (else the whole answer).
+pub fn check_combined(
+    config: &Config,
+    store: &dyn Store,
+    login: &Login<'_>,
+    challenge: &Challenge,
+    answer: &Answer,
+    asked_at: i64,
+    now: i64,
+) -> Result<(Outcome, usize), StoreError> {
+    let bytes = answer.as_bytes();
+    let digits: Vec<u32> = challenge.factors.iter().map(|f| f.params.digits).collect();
+    let splits = crate::first_factor::splits(bytes, &digits);
+    let fallback = splits.first().map_or(bytes.len(), |s| s.password_len);
+    let waited = now.checked_sub(asked_at).unwrap_or(i64::MAX);
+    if !(0..=config.policy.prompt_timeout.secs() as i64).contains(&waited) {
+        return Ok((Outcome::Denied(DenyReason::PromptTimedOut), fallback));
+    }
+    if let Attempt::Throttled { wait_secs } =
+        store.begin_attempt(login.user, login.source(), now, &config.throttle)?
+    {
+        return Ok((
+            Outcome::Denied(DenyReason::Throttled { wait_secs }),
+            fallback,
+        ));
+    }
+    let mut refusal = DenyReason::Malformed;
+    for split in &splits {
+        let code = Answer::new(bytes[split.code_start..].to_vec());
+        match verify_answer(config, store, login, &challenge.factors, &code, now)? {
+            Outcome::Success(method) => {
+                store.attempt_succeeded(login.user, login.source())?;
+                return Ok((Outcome::Success(method), split.password_len));
+            }
+            Outcome::Denied(reason) => {
+                // The most telling refusal: a replayed or changed factor over a wrong
+                // code, a wrong code over an answer that held none.
+                let rank = |r: &DenyReason| match r {
+                    DenyReason::Malformed => 0,
+                    DenyReason::WrongCode => 1,
+                    _ => 2,
+                };
+                if rank(&reason) > rank(&refusal) {
+                    refusal = reason;
+                }
+            }
+            other => return Ok((other, fallback)),
+        }
+    }
+    Ok((Outcome::Denied(refusal), fallback))
+}
+
 fn verify_answer(
     config: &Config,
     store: &dyn Store,

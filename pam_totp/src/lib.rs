@@ -14,6 +14,7 @@ pub mod account;
 pub mod auth;
 pub mod config;
 pub mod enroll;
+pub mod first_factor;
 pub mod gauth;
 pub mod log;
 pub mod otp;

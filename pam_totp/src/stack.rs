@@ -13,14 +13,41 @@ pub struct PamRule {
     pub kind: String,
     pub control: String,
     pub module: String,
+    /// The module arguments, as written.
+    pub args: Vec<String>,
     /// The file the rule is written in.
     pub file: PathBuf,
 }
 
 impl PamRule {
     pub fn is_totp(&self) -> bool {
-        self.module.rsplit('/').next() == Some("pam_totp.so")
+        self.module_name() == "pam_totp.so"
     }
+
+    /// The module's file name, without its directory.
+    pub fn module_name(&self) -> &str {
+        self.module.rsplit('/').next().unwrap_or("")
+    }
+
+    /// Whether the rule lets the user write the PAM environment: pam_env with
+    /// `user_readenv` on reads `~/.pam_environment`, a file the user writes.
+    pub fn user_writes_env(&self) -> bool {
+        self.module_name() == "pam_env.so"
+            && self.args.iter().any(|a| {
+                a.strip_prefix("user_readenv=")
+                    .is_some_and(|v| v.is_empty() || !v.trim_start_matches('0').is_empty())
+            })
+    }
+}
+
+/// The rule of an auth stack that lets the user write the PAM environment, if any.
+/// pam_env does its work in `pam_setcred`, after the whole auth stack, but a module
+/// cannot tell which of its host's calls ran before: any such rule in the auth stack
+/// makes the environment the user's.
+pub fn env_writer(rules: &[PamRule]) -> Option<&PamRule> {
+    rules
+        .iter()
+        .find(|r| r.kind == "auth" && r.user_writes_env())
 }
 
 /// The rules of service `name` in `pam_dir`, with includes expanded. A name that is
@@ -53,7 +80,9 @@ pub fn pam_rules(pam_dir: &Path, name: &str, depth: u32) -> Result<Vec<PamRule>,
         } else {
             rest.split_once(char::is_whitespace).unwrap_or((rest, ""))
         };
-        let module = rest.split_whitespace().next().unwrap_or("").to_string();
+        let mut words = rest.split_whitespace();
+        let module = words.next().unwrap_or("").to_string();
+        let args = words.map(str::to_string).collect();
         if control == "include" || control == "substack" {
             let sub = pam_rules(pam_dir, &module, depth + 1)?;
             rules.extend(sub.into_iter().filter(|r| r.kind == kind));
@@ -63,6 +92,7 @@ pub fn pam_rules(pam_dir: &Path, name: &str, depth: u32) -> Result<Vec<PamRule>,
             kind,
             control: control.to_string(),
             module,
+            args,
             file: file.clone(),
         });
     }

@@ -337,12 +337,19 @@ impl Sshd {
     /// and `{config}` are replaced by the built module and the sandbox's config).
     /// Waits, with a bound, until it listens on 127.0.0.1.
     pub fn start(sb: &Sandbox, methods: &str, pam: &str) -> Sshd {
+        Sshd::start_with(sb, methods, pam, "")
+    }
+
+    /// The same, with `extra` lines of sshd_config before the example drop-in (the
+    /// first value of a keyword wins).
+    pub fn start_with(sb: &Sandbox, methods: &str, pam: &str, extra: &str) -> Sshd {
         Sshd::start_at(
             Namespace::new(sb),
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             sb,
             methods,
             pam,
+            extra,
         )
     }
 
@@ -354,10 +361,24 @@ impl Sshd {
         netns: &str,
         addr: IpAddr,
     ) -> Sshd {
-        Sshd::start_at(Namespace::new(sb).in_netns(netns), addr, sb, methods, pam)
+        Sshd::start_at(
+            Namespace::new(sb).in_netns(netns),
+            addr,
+            sb,
+            methods,
+            pam,
+            "",
+        )
     }
 
-    fn start_at(ns: Namespace, addr: IpAddr, sb: &Sandbox, methods: &str, pam: &str) -> Sshd {
+    fn start_at(
+        ns: Namespace,
+        addr: IpAddr,
+        sb: &Sandbox,
+        methods: &str,
+        pam: &str,
+        extra: &str,
+    ) -> Sshd {
         let dir = sb.dir.join("sshd");
         std::fs::create_dir_all(&dir).unwrap();
         let host_key = dir.join("host_key");
@@ -392,6 +413,7 @@ impl Sshd {
                      StrictModes no\n\
                      LoginGraceTime 60\n\
                      LogLevel VERBOSE\n\
+                     {extra}\
                      Include {dropin}\n",
                     key = host_key.display(),
                     pid = dir.join("sshd.pid").display(),

@@ -43,6 +43,33 @@ const PAM_ERROR_MSG: c_int = 3;
 const PAM_TEXT_INFO: c_int = 4;
 const PAM_MAX_NUM_MSG: c_int = 32;
 
+/// Whether `user` has a password that can be typed: `Some(false)` when /etc/shadow
+/// holds the account with an empty or locked (`!`, `*`) hash, as for accounts that log
+/// in with SSH keys only; `None` when the account is not there (a directory decides).
+pub fn has_usable_password(user: &str) -> Option<bool> {
+    let shadow = std::fs::read_to_string("/etc/shadow").ok()?;
+    shadow.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == user).then(|| {
+            let hash = fields.next().unwrap_or("");
+            !hash.is_empty() && !hash.starts_with('!') && !hash.starts_with('*')
+        })
+    })
+}
+
+/// What a user without a password is told instead of a password prompt.
+pub fn no_password_advice(user: &str, enroll_at_login: bool) -> String {
+    let at_login = if enroll_at_login {
+        "log in over SSH again: you will be asked to set it up during the login, after your key"
+    } else {
+        "ask your administrator to turn on enroll_at_login, then set it up at your next SSH login"
+    };
+    format!(
+        "{user} has no password to confirm a first enrollment with. To enroll, {at_login}; \
+         or ask root to run: totp-admin enroll --user {user}"
+    )
+}
+
 /// Asks for `user`'s password through PAM: pam_authenticate, then pam_acct_mgmt. The
 /// requesting user (PAM_RUSER) is `user` too; PAM_TTY is `tty` (`pts/3`, or `none`
 /// without a terminal, which is sent as `totp-admin` like sshd sends `ssh`).

@@ -104,6 +104,7 @@ pub const PAM_USER: c_int = 2;
 pub const PAM_TTY: c_int = 3;
 pub const PAM_RHOST: c_int = 4;
 pub const PAM_CONV: c_int = 5;
+pub const PAM_AUTHTOK: c_int = 6;
 pub const PAM_RUSER: c_int = 8;
 
 // Message styles.

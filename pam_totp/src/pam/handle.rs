@@ -99,6 +99,39 @@ impl Handle {
         }
     }
 
+    /// A variable of the PAM environment (`pam_getenv`), which the application and
+    /// the modules above this one may have set.
+    pub fn getenv(&self, name: &CStr) -> Option<String> {
+        // SAFETY: pamh is valid; name is a NUL-terminated string.
+        let value = unsafe { pam_getenv(self.pamh, name.as_ptr()) };
+        if value.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null result points into libpam's environment, a NUL-terminated
+        // string that lives until the environment changes; it is copied at once.
+        let text = unsafe { CStr::from_ptr(value) };
+        Some(text.to_string_lossy().into_owned())
+    }
+
+    /// Hands `password` to the modules below as `PAM_AUTHTOK` (for `use_first_pass`).
+    /// libpam keeps its own copy; ours is wiped when it is dropped.
+    pub fn set_authtok(&self, password: &[u8]) -> Result<(), c_int> {
+        if password.contains(&0) {
+            return Err(PAM_AUTH_ERR);
+        }
+        let mut owned = zeroize::Zeroizing::new(Vec::with_capacity(password.len() + 1));
+        owned.extend_from_slice(password);
+        owned.push(0);
+        // SAFETY: pamh is valid; owned is a NUL-terminated string (no NUL inside,
+        // checked above) that lives across the call; libpam copies it.
+        let rc = unsafe { pam_set_item(self.pamh, PAM_AUTHTOK, owned.as_ptr().cast()) };
+        if rc == PAM_SUCCESS {
+            Ok(())
+        } else {
+            Err(rc)
+        }
+    }
+
     /// Logs through `pam_syslog` (authpriv), never `openlog`: the host owns its log
     /// identity. The text is passed as an argument to a constant `%s` format.
     pub fn log(&self, priority: c_int, text: &str) {

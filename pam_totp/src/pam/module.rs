@@ -9,12 +9,17 @@ use super::{unix_now, CODE_PROMPT};
 use crate::account::{canonical_account, Membership};
 use crate::auth::{self, DenyReason, IgnoreReason, Login, Next, Notice, Outcome};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::log::{decision_line, quoted};
+use crate::first_factor::{
+    publickey_passed_in, KeyCheck, AUTH_INFO_VAR, COMBINED_PROMPT, DEFAULT_SSH_SERVICE,
+};
+use crate::log::{decision_line, login_fields, quoted};
 use crate::policy::{policy_for, Policy};
+use crate::secret::Answer;
+use crate::stack;
 use crate::store::open_for_login;
 use std::ffi::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The one mapping from an outcome to a PAM return code.
 pub fn pam_code(outcome: &Outcome) -> c_int {
@@ -42,6 +47,13 @@ impl Items {
 pub(super) struct Options {
     pub config: PathBuf,
     pub debug: bool,
+    /// `after_publickey[=SERVICE]`: stand before the password; when sshd (the service
+    /// named, `sshd` by default) reports that a public key passed, decide the rest of
+    /// the auth stack (the code, or nothing when none is needed); else stand aside.
+    pub after_publickey: Option<String>,
+    /// `forward_pass`: stand before the password; one answer carries the password and
+    /// the code, and the password goes on as `PAM_AUTHTOK`.
+    pub forward_pass: bool,
 }
 
 impl Options {
@@ -49,6 +61,8 @@ impl Options {
         let mut options = Options {
             config: PathBuf::from(DEFAULT_CONFIG_PATH),
             debug: false,
+            after_publickey: None,
+            forward_pass: false,
         };
         for arg in args {
             if let Some(path) = arg.strip_prefix("config=") {
@@ -60,9 +74,32 @@ impl Options {
                 options.config = PathBuf::from(path);
             } else if *arg == "debug" {
                 options.debug = true;
+            } else if *arg == "forward_pass" {
+                options.forward_pass = true;
+            } else if *arg == "after_publickey" {
+                options.after_publickey = Some(DEFAULT_SSH_SERVICE.to_string());
+            } else if let Some(service) = arg.strip_prefix("after_publickey=") {
+                if service.is_empty()
+                    || service.starts_with('.')
+                    || !service
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                {
+                    return Err(format!(
+                        "module argument after_publickey={service}: not a PAM service name"
+                    ));
+                }
+                options.after_publickey = Some(service.to_string());
             } else {
                 return Err(format!("unknown module argument {arg:?}"));
             }
+        }
+        if options.forward_pass && options.after_publickey.is_some() {
+            return Err(
+                "module arguments forward_pass and after_publickey exclude each other: \
+                 use one line for each"
+                    .into(),
+            );
         }
         Ok(options)
     }
@@ -119,7 +156,62 @@ fn authenticate(handle: &Handle, options: &Options) -> c_int {
         }
     };
     let items = handle.items();
-    let (user, outcome) = run_login(handle, options, &items, &typed);
+    if let Some(trusted) = &options.after_publickey {
+        let info = handle.getenv(c"SSH_AUTH_INFO_0");
+        let check = publickey_passed_in(
+            Path::new(stack::PAM_DIR),
+            &items.service,
+            trusted,
+            info.as_deref(),
+        );
+        match check {
+            KeyCheck::Passed => {}
+            KeyCheck::NotPassed => {
+                if handle.debug {
+                    handle.log(
+                        libc::LOG_DEBUG,
+                        &format!(
+                            "{} result=ignore reason=\"no public key passed before; the password is asked\"",
+                            login_fields(&items.login(&typed))
+                        ),
+                    );
+                }
+                return PAM_IGNORE;
+            }
+            KeyCheck::Untrusted(why) => {
+                handle.log(
+                    libc::LOG_WARNING,
+                    &format!(
+                        "{} result=ignore reason=\"{} not believed ({}); the password is asked\"",
+                        login_fields(&items.login(&typed)),
+                        AUTH_INFO_VAR,
+                        why.replace('"', "'")
+                    ),
+                );
+                return PAM_IGNORE;
+            }
+        }
+    }
+    // forward_pass: the one prompt comes first, whoever the user is, since the
+    // password module below asks nothing itself (use_first_pass).
+    let combined = if options.forward_pass {
+        let asked_at = unix_now();
+        match handle.prompt_hidden(COMBINED_PROMPT) {
+            Ok(answer) => Some((answer, asked_at)),
+            Err(ConvError) => {
+                let login = items.login(&typed);
+                handle.log(
+                    libc::LOG_NOTICE,
+                    &decision_line(&login, &Outcome::ConversationFailed),
+                );
+                return PAM_CONV_ERR;
+            }
+        }
+    } else {
+        None
+    };
+    let combined_ref = combined.as_ref().map(|(a, t)| (a, *t));
+    let (user, outcome, password_len) = run_login(handle, options, &items, &typed, combined_ref);
     let login = items.login(&user);
     let priority = match &outcome {
         Outcome::Success(_) | Outcome::Ignore(_) => libc::LOG_INFO,
@@ -130,16 +222,52 @@ fn authenticate(handle: &Handle, options: &Options) -> c_int {
     if user != typed {
         line.push_str(&format!(" login_name={}", quoted(&typed)));
     }
+    if options.after_publickey.is_some() {
+        line.push_str(" first_factor=\"publickey\"");
+    }
     handle.log(priority, &line);
-    pam_code(&outcome)
+    if let Some((answer, _)) = &combined {
+        let bytes = answer.as_bytes();
+        let password = &bytes[..password_len.unwrap_or(bytes.len()).min(bytes.len())];
+        if let Err(rc) = handle.set_authtok(password) {
+            handle.log(
+                libc::LOG_ERR,
+                &format!(
+                    "{} result=unavailable reason=\"cannot hand the password on (PAM error {rc})\"",
+                    login_fields(&login)
+                ),
+            );
+            return PAM_AUTHINFO_UNAVAIL;
+        }
+    }
+    match outcome {
+        // The key passed and this user needs no code: the key decides, as it did
+        // before pam_totp was installed, and the password below is skipped.
+        Outcome::Ignore(ref reason)
+            if options.after_publickey.is_some() && *reason != IgnoreReason::UnknownUser =>
+        {
+            PAM_SUCCESS
+        }
+        _ => pam_code(&outcome),
+    }
 }
 
+/// The answer to the combined prompt of `forward_pass`, and when it was asked.
+type Combined<'a> = (&'a Answer, i64);
+
 /// Decides the login of the account that `typed` names; returns the account's
-/// canonical name (the typed name when NSS does not know it) and the outcome.
-fn run_login(handle: &Handle, options: &Options, items: &Items, typed: &str) -> (String, Outcome) {
+/// canonical name (the typed name when NSS does not know it), the outcome, and with
+/// `forward_pass` the length of the password part of the answer.
+fn run_login(
+    handle: &Handle,
+    options: &Options,
+    items: &Items,
+    typed: &str,
+    combined: Option<Combined<'_>>,
+) -> (String, Outcome, Option<usize>) {
     let config = match Config::load(&options.config) {
         Ok(c) => c,
-        Err(e) => return (typed.to_string(), Outcome::Unavailable(e.to_string())),
+        Err(e) => return (typed.to_string(), Outcome::Unavailable(e.to_string()), None),
     };
     // Every spelling of an account meets the account's factor: the store, the policy and
     // the log all see the name NSS gives the account, never the typed string. A
@@ -153,13 +281,13 @@ fn run_login(handle: &Handle, options: &Options, items: &Items, typed: &str) -> 
             } else {
                 Outcome::Ignore(IgnoreReason::UnknownUser)
             };
-            return (typed.to_string(), outcome);
+            return (typed.to_string(), outcome, None);
         }
-        Err(e) => return (typed.to_string(), Outcome::Unavailable(e.to_string())),
+        Err(e) => return (typed.to_string(), Outcome::Unavailable(e.to_string()), None),
     };
     let login = items.login(&account.name);
-    let outcome = decide(handle, &config, &account, &login);
-    (account.name.clone(), outcome)
+    let (outcome, password_len) = decide(handle, &config, &account, &login, combined);
+    (account.name.clone(), outcome, password_len)
 }
 
 fn decide(
@@ -167,14 +295,15 @@ fn decide(
     config: &Config,
     account: &crate::account::Account,
     login: &Login<'_>,
-) -> Outcome {
+    combined: Option<Combined<'_>>,
+) -> (Outcome, Option<usize>) {
     let failmode = config.policy.failmode;
     let mut membership = Membership::new(account);
     let policy = match policy_for(&config.policy, login.rhost, &mut |g| {
         membership.is_member(g)
     }) {
         Ok(p) => p,
-        Err(e) => return Outcome::Unavailable(e.to_string()),
+        Err(e) => return (Outcome::Unavailable(e.to_string()), None),
     };
     if handle.debug {
         handle.log(
@@ -184,38 +313,53 @@ fn decide(
     }
     if policy.0 == Policy::Exempt {
         // Decided from the configuration alone: the store is not opened.
-        return Outcome::Ignore(IgnoreReason::Exempt(policy.1));
+        return (Outcome::Ignore(IgnoreReason::Exempt(policy.1)), None);
     }
     // failmode = "open" covers a store that cannot be used before the prompt, and
     // nothing after it: a failure once an answer arrived is never a way in.
     let store = match open_for_login(config) {
         Ok(s) => s,
-        Err(e) => return auth::unavailable(failmode, e.to_string()),
+        Err(e) => return (auth::unavailable(failmode, e.to_string()), None),
     };
     let now = unix_now();
     let next = match auth::start_login(config, &*store, login, policy.clone(), now) {
         Ok(n) => n,
-        Err(e) => return auth::unavailable(failmode, e.to_string()),
+        Err(e) => return (auth::unavailable(failmode, e.to_string()), None),
     };
     match next {
         Next::Done(outcome, notice) => {
             if let Some(n) = notice {
                 show(handle, &n);
             }
-            outcome
+            (outcome, None)
         }
         Next::AskCode(challenge, notice) => {
             if let Some(n) = notice {
                 show(handle, &n);
             }
+            if let Some((answer, asked_at)) = combined {
+                let answered_at = unix_now();
+                return match auth::check_combined(
+                    config,
+                    &*store,
+                    login,
+                    &challenge,
+                    answer,
+                    asked_at,
+                    answered_at,
+                ) {
+                    Ok((outcome, len)) => (outcome, Some(len)),
+                    Err(e) => (Outcome::Unavailable(e.to_string()), None),
+                };
+            }
             let asked_at = unix_now();
             let answer = match handle.prompt_hidden(CODE_PROMPT) {
                 Ok(a) => a,
-                Err(ConvError) => return Outcome::ConversationFailed,
+                Err(ConvError) => return (Outcome::ConversationFailed, None),
             };
             // The code is checked against the time the answer arrived.
             let answered_at = unix_now();
-            auth::check_answer(
+            let outcome = auth::check_answer(
                 config,
                 &*store,
                 login,
@@ -224,9 +368,20 @@ fn decide(
                 asked_at,
                 answered_at,
             )
-            .unwrap_or_else(|e| Outcome::Unavailable(e.to_string()))
+            .unwrap_or_else(|e| Outcome::Unavailable(e.to_string()));
+            (outcome, None)
         }
-        Next::EnrollNow => enroll_at_login(handle, config, login),
+        // One answer cannot carry an enrollment (a QR code, a confirmation, the
+        // recovery codes): refused, as without enroll_at_login.
+        Next::EnrollNow if combined.is_some() => {
+            handle.show(
+                Style::Error,
+                "Two-factor authentication is required for this account, but none is set up. \
+                 Set it up over SSH or with: totp-admin enroll",
+            );
+            (Outcome::Denied(DenyReason::NotEnrolled(policy.1)), None)
+        }
+        Next::EnrollNow => (enroll_at_login(handle, config, login), None),
     }
 }
 
@@ -331,10 +486,35 @@ mod tests {
         assert!(o.debug);
         assert!(Options::parse(&["config=relative.toml"]).is_err());
         assert!(Options::parse(&["nullok"]).is_err());
+        assert!(!o.forward_pass && o.after_publickey.is_none());
         assert_eq!(
             Options::parse(&[]).unwrap().config,
             PathBuf::from(DEFAULT_CONFIG_PATH)
         );
+    }
+
+    #[test]
+    fn first_factor_options() {
+        let o = Options::parse(&["forward_pass"]).unwrap();
+        assert!(o.forward_pass);
+        assert_eq!(o.after_publickey, None);
+        let o = Options::parse(&["after_publickey", "debug"]).unwrap();
+        assert_eq!(o.after_publickey.as_deref(), Some("sshd"));
+        assert!(!o.forward_pass);
+        let o = Options::parse(&["after_publickey=sshd-bastion"]).unwrap();
+        assert_eq!(o.after_publickey.as_deref(), Some("sshd-bastion"));
+        for bad in [
+            "after_publickey=",
+            "after_publickey=../su",
+            "after_publickey=a b",
+            "after_publickey=.x",
+            "forward_pass=1",
+            "forwardpass",
+        ] {
+            assert!(Options::parse(&[bad]).is_err(), "{bad}");
+        }
+        let both = Options::parse(&["forward_pass", "after_publickey"]);
+        assert!(both.is_err_and(|e| e.contains("exclude each other")));
     }
 
     /// A panic inside the module is caught at the entry point: the login is refused and

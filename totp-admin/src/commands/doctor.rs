@@ -63,6 +63,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     }
     findings.extend(check_pam(Path::new(PAM_DIR), config.as_ref()));
     findings.extend(check_sshd(Path::new(SSHD_CONFIG)));
+    if Path::new(SSHD_CONFIG).exists() {
+        findings.extend(check_lockouts(Path::new(PAM_DIR)));
+    }
     findings.push(check_clock());
     let failures = findings.iter().filter(|f| f.level == Level::Fail).count();
     if ctx.json {
@@ -682,6 +685,320 @@ fn sshd_findings(settings: &HashMap<String, String>, path: &Path) -> Vec<Finding
     findings
 }
 
+/// What decides whether one account can log in over SSH.
+#[derive(Debug, Clone, Default)]
+struct AccountFacts {
+    name: String,
+    /// An authorized key (or keys that only an AuthorizedKeysCommand knows: `true`).
+    has_key: bool,
+    /// A password hash that can match (not empty, not locked with `!` or `*`);
+    /// `true` when the account is not in /etc/shadow (a directory decides).
+    has_password: bool,
+}
+
+/// What sshd's PAM stack asks in a keyboard-interactive step.
+#[derive(Debug, Clone, Copy, Default)]
+struct SshdPam {
+    /// `pam_totp.so after_publickey` ends the stack after a key, trusted (no rule
+    /// lets the user write the PAM environment): a key is followed by the code alone.
+    code_alone_after_key: bool,
+    /// A password module runs (pam_unix, pam_sss, ...).
+    asks_password: bool,
+}
+
+fn sshd_pam(pam_dir: &Path) -> SshdPam {
+    let Ok(rules) = pam_rules(pam_dir, "sshd", 0) else {
+        return SshdPam {
+            code_alone_after_key: false,
+            asks_password: true,
+        };
+    };
+    let auth: Vec<&PamRule> = rules.iter().filter(|r| r.kind == "auth").collect();
+    let after_key = auth.iter().any(|r| {
+        r.is_totp()
+            && r.control.replace(' ', "").contains("success=done")
+            && r.args
+                .iter()
+                .any(|a| a == "after_publickey" || a == "after_publickey=sshd")
+    });
+    let owned: Vec<PamRule> = auth.iter().map(|r| (*r).clone()).collect();
+    SshdPam {
+        code_alone_after_key: after_key && pam_totp::stack::env_writer(&owned).is_none(),
+        asks_password: auth.iter().any(|r| {
+            matches!(
+                r.module_name(),
+                "pam_unix.so" | "pam_sss.so" | "pam_ldap.so" | "pam_krb5.so" | "pam_winbind.so"
+            )
+        }),
+    }
+}
+
+/// Why `account` cannot complete `method` within a list of AuthenticationMethods
+/// (`after_key`: a public key passed earlier in the list); `None` when it can.
+fn method_refused(
+    account: &AccountFacts,
+    method: &str,
+    after_key: bool,
+    sshd: &HashMap<String, String>,
+    pam: SshdPam,
+) -> Option<String> {
+    let get = |k: &str| sshd.get(k).map(String::as_str).unwrap_or("");
+    let root_login = get("permitrootlogin");
+    let root = account.name == "root";
+    let method = method.split(':').next().unwrap_or(method);
+    match method {
+        "publickey" => {
+            if get("pubkeyauthentication") == "no" {
+                Some("PubkeyAuthentication is no".into())
+            } else if !account.has_key {
+                Some("no authorized key".into())
+            } else {
+                None
+            }
+        }
+        "password" => {
+            if get("passwordauthentication") == "no" {
+                Some("PasswordAuthentication is no".into())
+            } else if root && root_login != "yes" {
+                Some(format!("PermitRootLogin {root_login} refuses it for root"))
+            } else if !account.has_password {
+                Some("no password".into())
+            } else {
+                None
+            }
+        }
+        "keyboard-interactive" => {
+            if get("kbdinteractiveauthentication") == "no" {
+                Some("KbdInteractiveAuthentication is no".into())
+            } else if get("usepam") == "no" {
+                Some("UsePAM is no".into())
+            } else if root && root_login != "yes" {
+                Some(format!("PermitRootLogin {root_login} refuses it for root"))
+            } else if after_key && pam.code_alone_after_key {
+                None
+            } else if pam.asks_password && !account.has_password {
+                Some("no password, which /etc/pam.d/sshd asks here".into())
+            } else {
+                None
+            }
+        }
+        // hostbased, gssapi-with-mic, none: not judged here.
+        _ => None,
+    }
+}
+
+/// `None` when some list of AuthenticationMethods lets `account` in, else why not.
+fn no_way_in(
+    account: &AccountFacts,
+    sshd: &HashMap<String, String>,
+    pam: SshdPam,
+) -> Option<String> {
+    let methods = sshd
+        .get("authenticationmethods")
+        .map(String::as_str)
+        .unwrap_or("any");
+    let lists: Vec<Vec<&str>> = if methods == "any" {
+        ["publickey", "password", "keyboard-interactive"]
+            .into_iter()
+            .map(|m| vec![m])
+            .collect()
+    } else {
+        methods
+            .split_whitespace()
+            .map(|l| l.split(',').collect())
+            .collect()
+    };
+    let mut why = Vec::new();
+    for list in &lists {
+        let mut after_key = false;
+        let mut refused = None;
+        for method in list {
+            if let Some(reason) = method_refused(account, method, after_key, sshd, pam) {
+                refused = Some(format!("{}: {reason}", list.join(",")));
+                break;
+            }
+            after_key |= method.split(':').next() == Some("publickey");
+        }
+        match refused {
+            None => return None,
+            Some(r) => why.push(r),
+        }
+    }
+    Some(why.join("; "))
+}
+
+/// Accounts of /etc/passwd with a login shell.
+fn login_accounts() -> Vec<(String, PathBuf)> {
+    let shells: Option<Vec<String>> = std::fs::read_to_string("/etc/shells").ok().map(|t| {
+        t.lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with('/'))
+            .map(str::to_string)
+            .collect()
+    });
+    let Ok(passwd) = std::fs::read_to_string("/etc/passwd") else {
+        return Vec::new();
+    };
+    passwd
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() < 7 || f[0].is_empty() {
+                return None;
+            }
+            let shell = f[6];
+            let base = shell.rsplit('/').next().unwrap_or("");
+            let listed = shells.as_ref().is_none_or(|s| s.iter().any(|x| x == shell));
+            (listed && !matches!(base, "nologin" | "false" | ""))
+                .then(|| (f[0].to_string(), PathBuf::from(f[5])))
+        })
+        .collect()
+}
+
+/// Accounts in /etc/shadow and whether their hash can match a password.
+fn shadow_passwords() -> HashMap<String, bool> {
+    std::fs::read_to_string("/etc/shadow")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split(':');
+            let name = f.next()?;
+            let hash = f.next()?;
+            let usable = !hash.is_empty() && !hash.starts_with('!') && !hash.starts_with('*');
+            Some((name.to_string(), usable))
+        })
+        .collect()
+}
+
+/// Whether one of the authorized keys files (sshd's `AuthorizedKeysFile`, `%h`, `%u`
+/// and `%%` expanded) holds a key line.
+fn has_authorized_key(files: &str, name: &str, home: &Path) -> bool {
+    files.split_whitespace().any(|pattern| {
+        let expanded = pattern
+            .replace("%%", "\u{0}")
+            .replace("%h", &home.to_string_lossy())
+            .replace("%u", name)
+            .replace('\u{0}', "%");
+        let path = if expanded.starts_with('/') {
+            PathBuf::from(expanded)
+        } else {
+            home.join(expanded)
+        };
+        std::fs::read_to_string(path).is_ok_and(|t| {
+            t.lines()
+                .map(str::trim)
+                .any(|l| !l.is_empty() && !l.starts_with('#'))
+        })
+    })
+}
+
+/// sshd's effective settings for a login of `user` from an address no `Match Address`
+/// names (`sshd -T -C`), keywords in lower case.
+fn sshd_effective(user: &str) -> std::result::Result<HashMap<String, String>, String> {
+    let sshd = ["/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or("sshd is not installed")?;
+    let out = std::process::Command::new(sshd)
+        .arg("-T")
+        .arg("-C")
+        .arg(format!("user={user},host=unknown,addr=192.0.2.1"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{sshd}: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "sshd -T: {}",
+            err.lines().next().unwrap_or("failed")
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect())
+}
+
+/// Names every account with a login shell that sshd and sshd's PAM stack would let in
+/// by no list of AuthenticationMethods: no key and no password, a key-only account whose
+/// keyboard-interactive step asks for a password, root refused by PermitRootLogin.
+/// Checked on the files, before sshd is reloaded with them.
+fn check_lockouts(pam_dir: &Path) -> Vec<Finding> {
+    let pam = sshd_pam(pam_dir);
+    let passwords = shadow_passwords();
+    let mut findings = Vec::new();
+    for (name, home) in login_accounts() {
+        let sshd = match sshd_effective(&name) {
+            Ok(s) => s,
+            Err(why) => {
+                return vec![finding(
+                "lockout",
+                Level::Warn,
+                format!("cannot evaluate sshd's configuration per account: {why}"),
+                "run as root on a host with sshd; sshd -T needs /run/sshd (mkdir -m 755 /run/sshd)",
+            )]
+            }
+        };
+        if name == "root" && sshd.get("permitrootlogin").map(String::as_str) == Some("no") {
+            continue;
+        }
+        let keys_command = sshd
+            .get("authorizedkeyscommand")
+            .is_some_and(|c| c != "none");
+        let account = AccountFacts {
+            has_key: keys_command
+                || has_authorized_key(
+                    sshd.get("authorizedkeysfile")
+                        .map(String::as_str)
+                        .unwrap_or(".ssh/authorized_keys"),
+                    &name,
+                    &home,
+                ),
+            has_password: passwords.get(&name).copied().unwrap_or(true),
+            name,
+        };
+        if let Some(why) = no_way_in(&account, &sshd, pam) {
+            findings.push(finding(
+                "lockout",
+                Level::Fail,
+                format!("{}: cannot log in over SSH ({why})", escape(&account.name)),
+                format!(
+                    "give {} an authorized key or a password before reloading sshd; root under \
+                     PermitRootLogin prohibit-password needs \"Match User root\" with \
+                     \"PermitRootLogin yes\" and \"AuthenticationMethods publickey,keyboard-interactive\" \
+                     (packaging/enable-sshd.sh writes it)",
+                    escape(&account.name)
+                ),
+            ));
+        }
+    }
+    if findings.is_empty() {
+        findings.push(finding(
+            "lockout",
+            Level::Ok,
+            "every account with a login shell has a way in over SSH",
+            "",
+        ));
+    }
+    findings
+}
+
+/// A name from /etc/passwd as printed: control characters as \xNN.
+fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                format!("\\x{:02x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Codes depend on the clock: a clock a minute off refuses every code.
 fn check_clock() -> Finding {
     // SAFETY: an all-zero timex with modes 0 only reads the kernel's clock state.
@@ -814,6 +1131,82 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].level, Level::Ok);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn lockouts_are_named() {
+        let sshd = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            let mut m: HashMap<String, String> = [
+                ("pubkeyauthentication", "yes"),
+                ("passwordauthentication", "no"),
+                ("kbdinteractiveauthentication", "yes"),
+                ("usepam", "yes"),
+                ("permitrootlogin", "without-password"),
+                (
+                    "authenticationmethods",
+                    "publickey,keyboard-interactive keyboard-interactive",
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            for (k, v) in pairs {
+                m.insert(k.to_string(), v.to_string());
+            }
+            m
+        };
+        let who = |name: &str, key: bool, pw: bool| AccountFacts {
+            name: name.into(),
+            has_key: key,
+            has_password: pw,
+        };
+        let trusted = SshdPam {
+            code_alone_after_key: true,
+            asks_password: true,
+        };
+        let untrusted = SshdPam {
+            code_alone_after_key: false,
+            asks_password: true,
+        };
+        let s = sshd(&[]);
+        // Key + code without a password; password + code without a key.
+        assert_eq!(no_way_in(&who("alice", true, false), &s, trusted), None);
+        assert_eq!(no_way_in(&who("bob", false, true), &s, trusted), None);
+        let none = no_way_in(&who("carol", false, false), &s, trusted).unwrap();
+        assert!(
+            none.contains("no authorized key") && none.contains("no password"),
+            "{none}"
+        );
+        // Without the after_publickey line a key-only account meets a password prompt.
+        let keyonly = no_way_in(&who("alice", true, false), &s, untrusted).unwrap();
+        assert!(
+            keyonly.contains("no password, which /etc/pam.d/sshd asks"),
+            "{keyonly}"
+        );
+        // root under prohibit-password: keyboard-interactive is refused without a Match.
+        let root = no_way_in(&who("root", true, false), &s, trusted).unwrap();
+        assert!(
+            root.contains("PermitRootLogin without-password refuses it for root"),
+            "{root}"
+        );
+        let root_match = sshd(&[
+            ("permitrootlogin", "yes"),
+            ("authenticationmethods", "publickey,keyboard-interactive"),
+        ]);
+        assert_eq!(
+            no_way_in(&who("root", true, false), &root_match, trusted),
+            None
+        );
+        // Before any change: "any" lets a key alone in.
+        let before = sshd(&[
+            ("authenticationmethods", "any"),
+            ("kbdinteractiveauthentication", "no"),
+        ]);
+        assert_eq!(
+            no_way_in(&who("root", true, false), &before, untrusted),
+            None
+        );
+        assert!(no_way_in(&who("carol", false, false), &before, untrusted).is_some());
     }
 
     #[test]

@@ -145,6 +145,12 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice, replace: bool) -
     if !existed && !ctx.caller.is_root() {
         // A first enrollment by a user: their password, so that someone at an
         // unlocked terminal cannot bind their own phone to the account.
+        // An account that logs in with a key alone has no password to type here.
+        if pam_client::has_usable_password(&name) == Some(false) {
+            audit::refused(&ctx.caller, "enroll", &name, "no password to confirm with");
+            let advice = pam_client::no_password_advice(&name, config.policy.enroll_at_login);
+            return Err(Error::refused(advice));
+        }
         say(&format!(
             "Setting up two-factor authentication for {}.",
             escaped(&name)
