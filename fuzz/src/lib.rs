@@ -205,7 +205,7 @@ pub fn answer_check(data: &[u8]) {
         let Next::AskCode(challenge, _) = next else {
             panic!("an enrolled user is asked for a code");
         };
-        check_answer(&config, &store, &login, &challenge, &answer, now).expect("check")
+        check_answer(&config, &store, &login, &challenge, &answer, now, now).expect("check")
     };
     let first = attempt();
     match first {
