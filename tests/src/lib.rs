@@ -309,6 +309,25 @@ impl Sandbox {
         assert!(child.wait().unwrap().success(), "chpasswd failed");
     }
 
+    /// `count` accounts `prefix0..` without a password or home, written straight into
+    /// the sandbox's /etc/passwd (useradd would take minutes for the load tests' tens
+    /// of thousands): a login is judged for an account NSS knows, so the users the
+    /// load tests enroll must exist. Each gets a uid of its own above every other.
+    pub fn add_many_users(&self, prefix: &str, count: usize) {
+        use std::fmt::Write as _;
+        let path = self.dir.join("etc/passwd");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        let base = 1_000_000 + text.lines().count();
+        for i in 0..count {
+            let _ = writeln!(
+                text,
+                "{prefix}{i}:x:{}:65534::/nonexistent:/usr/sbin/nologin",
+                base + i
+            );
+        }
+        std::fs::write(&path, text).unwrap();
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("totp/config.toml")
     }

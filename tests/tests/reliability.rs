@@ -204,11 +204,12 @@ fn run_and_kill(mut cmd: Command, stdin: &[u8], delay: Duration) -> (Output, boo
 /// store was busy, and the store is intact afterwards.
 #[test]
 fn load_8_processes_one_store() {
-    let per_proc = env_number("PAM_TOTP_LOAD_AUTHS", 10_000) as usize;
+    let per_proc = env_number("PAM_TOTP_LOAD_AUTHS", 2_000) as usize;
     let procs = 8;
     let sb = Sandbox::new("load");
     sb.write_config("");
     enroll_many(&sb.store_path(), "load", procs * per_proc);
+    sb.add_many_users("load", procs * per_proc);
     etc_service(&sb, "load");
     let out = stress(
         &sb,
@@ -268,6 +269,7 @@ fn kill_authenticating_processes() {
     // Enough users that no round runs out; rounds are counted below.
     let max_rounds = ops;
     enroll_many(&sb.store_path(), "ka", max_rounds * per_round);
+    sb.add_many_users("ka", max_rounds * per_round);
     etc_service(&sb, "killauth");
     wrapped_service(&sb, "replay");
     let mut done_ops = 0;
@@ -429,7 +431,14 @@ fn kill_totp_admin() {
         let key = encode_base32(&key_of(victim));
         let (args, stdin): (Vec<&str>, String) = match rng.below(3) {
             0 => (
-                vec!["--json", "enroll", "--user", victim, "--secret-stdin"],
+                vec![
+                    "--json",
+                    "enroll",
+                    "--user",
+                    victim,
+                    "--secret-stdin",
+                    "--replace",
+                ],
                 format!("{}\n", key.as_str()),
             ),
             1 => (vec!["recovery-codes", "--user", victim], String::new()),
@@ -867,6 +876,7 @@ fn module_loaded_and_unloaded_without_growth() {
     let sb = Sandbox::new("memory");
     sb.write_config("");
     enroll_many(&sb.store_path(), "mem", count);
+    sb.add_many_users("mem", count);
     etc_service(&sb, "memory");
     let out = stress(&sb, &["memory", "memory", "mem", &count.to_string()]);
     let text = String::from_utf8_lossy(&out.stdout);

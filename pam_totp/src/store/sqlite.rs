@@ -107,7 +107,7 @@ impl From<rusqlite::Error> for StoreError {
             C::DiskFull => "the store's file system is full",
             C::ReadOnly => "the store cannot be written: is its file system read-only?",
             C::DatabaseCorrupt | C::NotADatabase => {
-                "the store file is damaged: restore it from a backup"
+                "the store file is damaged (truncated or corrupt): restore it from a backup"
             }
             _ => return StoreError::Sqlite(format!("{e} (SQLite code {})", code.extended_code)),
         };
