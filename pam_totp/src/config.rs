@@ -18,6 +18,8 @@ pub use pg::{Backend, SslMode, Timeout};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pam_totp/config.toml";
 /// Where the store lives unless the configuration says otherwise.
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/pam_totp/totp.db";
+/// The host key that seals every factor's key, unless the configuration says otherwise.
+pub const DEFAULT_STORE_KEY_PATH: &str = "/etc/pam_totp/store.key";
 /// A configuration file larger than this is refused rather than read.
 const MAX_CONFIG_BYTES: u64 = 256 * 1024;
 
@@ -161,6 +163,9 @@ pub struct StoreConfig {
     pub backend: Backend,
     /// The SQLite file (`backend = "sqlite"`).
     pub path: PathBuf,
+    /// The host key that seals every factor's key (root's, mode 0400), for either
+    /// backend: never beside the store, so that a copy of the store opens nothing.
+    pub key: PathBuf,
     // PostgreSQL (`backend = "postgresql"`): see config/pg.rs and docs/FLEET.md.
     pub host: String,
     pub hostaddr: Option<std::net::IpAddr>,
@@ -178,6 +183,7 @@ impl Default for StoreConfig {
         StoreConfig {
             backend: Backend::Sqlite,
             path: PathBuf::from(DEFAULT_STORE_PATH),
+            key: PathBuf::from(DEFAULT_STORE_KEY_PATH),
             host: String::new(),
             hostaddr: None,
             port: pg::DEFAULT_PORT,
@@ -399,6 +405,12 @@ impl Config {
             return Err(format!(
                 "store.path = {:?}: must be an absolute path",
                 self.store.path
+            ));
+        }
+        if !self.store.key.is_absolute() {
+            return Err(format!(
+                "store.key = {:?}: must be an absolute path",
+                self.store.key
             ));
         }
         if self.totp.issuer.chars().any(|c| c.is_control() || c == ':') {

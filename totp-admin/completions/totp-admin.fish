@@ -34,4 +34,5 @@ complete -c totp-admin -n "__fish_seen_subcommand_from set" -s g -l group -x -a 
 complete -c totp-admin -n "__fish_seen_subcommand_from import; and not __fish_seen_subcommand_from google-authenticator" -a google-authenticator -d 'A ~/.google_authenticator file'
 complete -c totp-admin -n "__fish_seen_subcommand_from google-authenticator" -F
 
-complete -c totp-admin -n "__fish_seen_subcommand_from store; and not __fish_seen_subcommand_from init" -a init -d 'Create or migrate the store'
+complete -c totp-admin -n "__fish_seen_subcommand_from store; and not __fish_seen_subcommand_from init rekey" -a init -d 'Create or migrate the store'
+complete -c totp-admin -n "__fish_seen_subcommand_from store; and not __fish_seen_subcommand_from init rekey" -a rekey -d 'Re-seal every key under a new host key'

@@ -76,7 +76,10 @@ fn setup(kind: &str, dir: &Path, users: usize) {
             assert!(shipped.contains(default_path), "config/config.toml changed");
             let text = shipped.replace(
                 default_path,
-                &format!("path = \"{}/totp.db\"", st.display()),
+                &format!(
+                    "path = \"{0}/totp.db\"\nkey = \"{0}/store.key\"",
+                    st.display()
+                ),
             );
             std::fs::write(&config, text).unwrap();
             set_mode(&config, 0o600);
@@ -89,6 +92,7 @@ fn setup(kind: &str, dir: &Path, users: usize) {
             };
             write_factors(
                 &store_path,
+                &st.join("store.key"),
                 (0..users).map(|i| {
                     let key = SecretKey::from_bytes(secret(i));
                     (user(i), enrolled(key, params, 0))
