@@ -22,8 +22,7 @@ pub use pg::{Backend, SslMode, Timeout};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pam_totp/config.toml";
 /// Where the store lives unless the configuration says otherwise.
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/pam_totp/totp.db";
-/// The host key that seals the TOTP keys in the store, unless the configuration says
-/// otherwise.
+/// The host key that seals every factor's key, unless the configuration says otherwise.
 pub const DEFAULT_STORE_KEY_PATH: &str = "/etc/pam_totp/store.key";
 /// A configuration file larger than this is refused rather than read.
 const MAX_CONFIG_BYTES: u64 = 256 * 1024;
@@ -176,7 +175,8 @@ pub struct StoreConfig {
     pub backend: Backend,
     /// The SQLite file (`backend = "sqlite"`).
     pub path: PathBuf,
-    /// The host key that seals the TOTP keys in the store.
+    /// The host key that seals every factor's key (root's, mode 0400), for either
+    /// backend: never beside the store, so that a copy of the store opens nothing.
     pub key: PathBuf,
     // PostgreSQL (`backend = "postgresql"`): see config/pg.rs and docs/FLEET.md.
     pub host: String,
@@ -516,6 +516,12 @@ impl Config {
             ("store.key", &self.store.key),
         ] {
             absolute_path(key, path)?;
+        }
+        if self.totp.issuer.chars().any(|c| c.is_control() || c == ':') {
+            return Err(Invalid::at(
+                "totp.issuer",
+                "may not contain ':' or control characters; write a plain name".to_string(),
+            ));
         }
         Ok(())
     }

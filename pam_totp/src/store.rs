@@ -4,7 +4,10 @@
 //! and PostgreSQL (a fleet, `store_pg.rs`), readable with `sqlite3` and `psql`:
 //!
 //! - `users`: one row per user with any state: when they were first seen mandatory and
-//!   unenrolled (grace period), and the per-user failure ceiling's hour window;
+//!   unenrolled (grace period), the per-user failure ceiling's hour window, and the last
+//!   step accepted by a factor since removed (`retired_step`: a factor enrolled later
+//!   starts after it, so a reset followed by enrolling the same key again reopens no
+//!   used code);
 //! - `factors`: one row per enrolled factor (`default` first), its key sealed under the
 //!   host key, its parameters and the last accepted time step. `id` is never reused:
 //!   it names one enrollment, so a login can tell that the factor it checked a code
@@ -26,11 +29,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 mod open;
+pub mod seal;
 mod sqlite;
 mod transfer;
 pub use open::{
     init_postgresql, init_store, open_for_changes, open_for_login, open_for_reading,
-    postgresql_schema_version, InitReport, PG_SCHEMA_VERSION,
+    postgresql_schema_version, rekey_store, InitReport, RekeyReport, PG_SCHEMA_VERSION,
 };
 pub use sqlite::SqliteStore;
 pub use transfer::{hashed_code, EnrolledUser};
@@ -229,8 +233,9 @@ pub trait Store {
     /// transaction; returns the new factor's id.
     fn enroll(&self, user: &str, enrollment: &Enrollment<'_>, now: i64) -> Result<i64>;
     /// Removes the factor `name`, or with `None` every factor, the recovery codes and
-    /// the throttle rows. The first mandatory sighting stays: a reset grants no new
-    /// grace period. Returns the number of factors removed.
+    /// the throttle rows. The first mandatory sighting stays (a reset grants no new
+    /// grace period), and so does the last accepted step (a factor enrolled later
+    /// starts after it). Returns the number of factors removed.
     fn remove_factors(&self, user: &str, name: Option<&str>) -> Result<u32>;
     /// Whether the store holds anything under exactly this name.
     fn has_records(&self, user: &str) -> Result<bool>;

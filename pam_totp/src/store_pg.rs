@@ -19,7 +19,7 @@
 use crate::config::{check_owner_and_mode, SslMode, StoreConfig, ThrottleConfig};
 use crate::otp::{Algorithm, OtpParams};
 use crate::recovery::{self, HashedCode};
-use crate::secret::SecretKey;
+use crate::store::seal::{HostKey, Keyring};
 use crate::store::{
     hashed_code, Attempt, EnrollMode, EnrolledUser, Enrollment, Factor, FactorSummary, LoginState,
     Result, StepOutcome, Store, StoreError, UserSummary,
@@ -56,7 +56,8 @@ CREATE TABLE pam_totp.users (
     "user" text PRIMARY KEY,
     mandatory_since bigint,
     window_start bigint NOT NULL DEFAULT 0,
-    window_failures bigint NOT NULL DEFAULT 0
+    window_failures bigint NOT NULL DEFAULT 0,
+    retired_step bigint
 );
 CREATE TABLE pam_totp.factors (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -138,6 +139,8 @@ struct Session {
 
 /// The PostgreSQL store. Not shared between threads: one per login or command.
 pub struct PgStore {
+    /// The host key: the same file on every host of the fleet.
+    keys: Keyring,
     target: Arc<Target>,
     session: RefCell<Option<Session>>,
     /// `totp-admin`: each call gets a deadline of its own.
@@ -176,21 +179,20 @@ fn describe(e: &tokio_postgres::Error) -> String {
 /// An owned statement parameter, sent with its type (no prepare round trip).
 enum P {
     Text(String),
+    OptText(Option<String>),
     Int(i64),
     OptInt(Option<i64>),
     Bytes(Vec<u8>),
-    /// A secret key: wiped when the statement is done.
-    Secret(Zeroizing<Vec<u8>>),
 }
 
 impl P {
     fn typed(&self) -> (&(dyn ToSql + Sync), Type) {
         match self {
             P::Text(v) => (v, Type::TEXT),
+            P::OptText(v) => (v, Type::TEXT),
             P::Int(v) => (v, Type::INT8),
             P::OptInt(v) => (v, Type::INT8),
             P::Bytes(v) => (v, Type::BYTEA),
-            P::Secret(v) => (&**v, Type::BYTEA),
         }
     }
 }
@@ -258,6 +260,7 @@ impl PgStore {
             config.timeout.0
         };
         Ok(PgStore {
+            keys: Keyring::new(&config.key),
             target: Arc::new(Target {
                 endpoint,
                 tls,
@@ -715,6 +718,9 @@ fn u32_from(v: i64) -> u32 {
     v.clamp(0, i64::from(u32::MAX)) as u32
 }
 
+/// A factor's id, user, name and sealed key.
+type SealedRow = (i64, String, String, Vec<u8>);
+
 /// A factor's parameters as stored, checked.
 fn params_from(
     user: &str,
@@ -772,22 +778,62 @@ async fn found_version(c: &Client) -> i64 {
 }
 
 impl PgStore {
-    /// The key of a factor as stored. (Sealing under the host key: `seal.rs`.)
-    fn seal(&self, _user: &str, _name: &str, secret: &SecretKey) -> Result<Zeroizing<Vec<u8>>> {
-        Ok(Zeroizing::new(secret.as_bytes().to_vec()))
+    /// Every factor's id, user, name and sealed key.
+    fn sealed_keys(&self) -> Result<Vec<SealedRow>> {
+        let rows = self.query(
+            false,
+            r#"SELECT id, "user", name, sealed_key FROM pam_totp.factors"#,
+            vec![],
+        )?;
+        rows.iter()
+            .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?, get(r, 3)?)))
+            .collect()
     }
 
-    /// The key of a factor from its stored form.
-    fn unseal(&self, _user: &str, _name: &str, sealed: &[u8]) -> Result<SecretKey> {
-        Ok(SecretKey::from_bytes(sealed.to_vec()))
+    /// Re-seals every factor's key under `new` in one transaction (`store rekey`); a
+    /// factor changed meanwhile makes the whole run fail, and nothing changes.
+    pub fn reseal(&self, new: &HostKey) -> Result<u32> {
+        let mut rows = Vec::new();
+        for (id, user, name, sealed) in self.sealed_keys()? {
+            let secret = self.keys.unseal(&user, &name, &sealed)?;
+            rows.push((id, sealed, new.seal(&user, &name, &secret)?));
+        }
+        self.transaction(move |c| {
+            Box::pin(async move {
+                for (id, old, new) in &rows {
+                    let changed = query(
+                        c,
+                        "UPDATE pam_totp.factors SET sealed_key = $3
+                         WHERE id = $1 AND sealed_key = $2 RETURNING 1",
+                        &[P::Int(*id), P::Bytes(old.clone()), P::Bytes(new.clone())],
+                    )
+                    .await?;
+                    if changed.len() != 1 {
+                        return Err(StoreError::Remote(
+                            "a factor changed during the re-sealing: run store rekey again".into(),
+                        )
+                        .into());
+                    }
+                }
+                Ok(rows.len() as u32)
+            })
+        })
+    }
+
+    /// Whether every factor's key opens with `key`; `true` without factors.
+    pub fn opens_with(&self, key: &HostKey) -> Result<bool> {
+        Ok(self
+            .sealed_keys()?
+            .iter()
+            .all(|(_, user, name, sealed)| key.unseal(user, name, sealed).is_some()))
     }
 
     /// A factor from [`FACTOR_COLUMNS`] at `first..first + 9`, its key unsealed and its
     /// parameters checked.
     fn factor_from_row(&self, user: &str, r: &Row, first: usize) -> Result<Factor> {
         let name: String = get(r, first + 1)?;
-        let sealed = Zeroizing::new(get::<Vec<u8>>(r, first + 2)?);
-        let secret = self.unseal(user, &name, &sealed)?;
+        let sealed: Vec<u8> = get(r, first + 2)?;
+        let secret = self.keys.unseal(user, &name, &sealed)?;
         let algorithm: String = get(r, first + 3)?;
         let params = params_from(
             user,
@@ -883,13 +929,27 @@ async fn current_factor(
     }
 }
 
+/// The last step accepted by a removed factor of the user (see `store.rs`).
+async fn retired_step(c: &Client, user: &str) -> std::result::Result<Option<i64>, Failure> {
+    let rows = query(
+        c,
+        r#"SELECT retired_step FROM pam_totp.users WHERE "user" = $1"#,
+        &[text(user)],
+    )
+    .await?;
+    match rows.first() {
+        Some(r) => Ok(get(r, 0)?),
+        None => Ok(None),
+    }
+}
+
 /// Writes a factor row (inside the caller's transaction); returns its id.
 #[allow(clippy::too_many_arguments)]
 async fn insert_factor(
     c: &Client,
     user: &str,
     name: &str,
-    sealed: Zeroizing<Vec<u8>>,
+    sealed: Vec<u8>,
     params: OtpParams,
     created_at: i64,
     last_used_at: Option<i64>,
@@ -903,7 +963,7 @@ async fn insert_factor(
         &[
             text(user),
             text(name),
-            P::Secret(sealed),
+            P::Bytes(sealed),
             text(params.algorithm.as_str()),
             P::Int(i64::from(params.digits)),
             P::Int(params.period as i64),
@@ -1180,7 +1240,7 @@ impl Store for PgStore {
     }
 
     fn enroll(&self, user: &str, e: &Enrollment<'_>, now: i64) -> Result<i64> {
-        let sealed = self.seal(user, e.name, e.secret)?;
+        let sealed = self.keys.seal(user, e.name, e.secret)?;
         let (user, name, params, mode, confirmed) = (
             user.to_string(),
             e.name.to_string(),
@@ -1204,8 +1264,9 @@ impl Store for PgStore {
                 if refused {
                     return Err(StoreError::Exists { user, name }.into());
                 }
-                // A replacement keeps the old factor's last step.
-                let mut last_step = confirmed;
+                // A replacement keeps the old factor's last step, and any factor starts
+                // after the steps of the user's removed ones.
+                let mut last_step = confirmed.max(retired_step(c, &user).await?);
                 if let Some((id, old_step)) = current {
                     query(
                         c,
@@ -1229,11 +1290,16 @@ impl Store for PgStore {
         let (user, name) = (user.to_string(), name.map(str::to_string));
         self.transaction(move |c| {
             Box::pin(async move {
-                // The user's row first, as every writer of the throttle rows does.
+                // The user's row first, as every writer of the throttle rows does; it
+                // keeps the last step of the factors removed.
                 query(
                     c,
-                    r#"SELECT 1 FROM pam_totp.users WHERE "user" = $1 FOR UPDATE"#,
-                    &[text(&user)],
+                    r#"INSERT INTO pam_totp.users ("user", retired_step)
+                       SELECT $1, max(last_step) FROM pam_totp.factors
+                       WHERE "user" = $1 AND ($2::text IS NULL OR name = $2)
+                       ON CONFLICT ("user") DO UPDATE SET retired_step =
+                           greatest(pam_totp.users.retired_step, excluded.retired_step)"#,
+                    &[text(&user), P::OptText(name.clone())],
                 )
                 .await?;
                 let removed = match &name {
@@ -1458,7 +1524,7 @@ impl Store for PgStore {
         for f in &u.factors {
             factors.push((
                 f.name.clone(),
-                self.seal(&u.user, &f.name, &f.secret)?,
+                self.keys.seal(&u.user, &f.name, &f.secret)?,
                 f.params,
                 f.created_at,
                 f.last_used_at,
@@ -1468,8 +1534,9 @@ impl Store for PgStore {
         let (user, codes) = (u.user.clone(), u.recovery_codes.clone());
         self.transaction(move |c| {
             Box::pin(async move {
+                let retired = retired_step(c, &user).await?;
                 for (name, sealed, params, created_at, last_used_at, last_step) in factors {
-                    let mut last_step = last_step;
+                    let mut last_step = last_step.max(retired);
                     if let Some((id, old_step)) = current_factor(c, &user, &name).await? {
                         query(
                             c,

@@ -336,6 +336,13 @@ impl Sandbox {
         self.dir.join("totp/store/totp.db")
     }
 
+    /// The host key as the test process sees it: the default `[store] key`,
+    /// /etc/pam_totp/store.key, in the sandbox's copy of /etc (which sandboxed
+    /// processes see as /etc).
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.join("etc/pam_totp/store.key")
+    }
+
     /// Writes the config (root-owned, 0600) with `body`, adding the sandbox's store path
     /// unless `body` has a `[store]` table of its own.
     pub fn write_config(&self, body: &str) {

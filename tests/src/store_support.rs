@@ -1,9 +1,11 @@
 //! Direct access to a SQLite store's tables for test and benchmark set-up: many users
 //! written in one transaction, and state moved as if time had passed. Plain SQL on the
-//! tables of schema 3 (pam_totp/src/store.rs describes them).
+//! tables of schema 3 (pam_totp/src/store.rs describes them); keys sealed with the
+//! store's own sealing under the host key file the module reads.
 
 use pam_totp::otp::OtpParams;
 use pam_totp::secret::SecretKey;
+use pam_totp::store::seal::{create_host_key, HostKey};
 use pam_totp::store::{SqliteStore, DEFAULT_FACTOR};
 use std::path::Path;
 
@@ -27,11 +29,23 @@ pub fn enrolled(secret: SecretKey, params: OtpParams, created_at: i64) -> Enroll
     }
 }
 
-/// Writes the `default` factor of each user into the store at `path` (created, as
-/// `totp-admin store init` does, when missing) in one transaction, replacing factors of
-/// the same users: what enrolling them one by one would leave, without an fsync each.
-pub fn write_factors(path: &Path, users: impl Iterator<Item = (String, Enrolled)>) {
-    SqliteStore::init(path).expect("store init");
+/// Seals `secret` as the key of factor `name` of `user` under the host key at `key`,
+/// as the store does.
+pub fn seal(key: &Path, user: &str, name: &str, secret: &SecretKey) -> Vec<u8> {
+    HostKey::load(key)
+        .expect("the host key")
+        .seal(user, name, secret)
+        .expect("seal")
+}
+
+/// Writes the `default` factor of each user into the store at `path` (created with its
+/// host key `key`, as `totp-admin store init` does, when missing) in one transaction,
+/// replacing factors of the same users: what enrolling them one by one would leave,
+/// without an fsync each.
+pub fn write_factors(path: &Path, key: &Path, users: impl Iterator<Item = (String, Enrolled)>) {
+    create_host_key(key).expect("host key");
+    SqliteStore::init(path, key).expect("store init");
+    let host_key = HostKey::load(key).expect("the host key");
     let mut conn = connect(path).expect("open the store");
     let tx = conn.transaction().unwrap();
     {
@@ -52,7 +66,7 @@ pub fn write_factors(path: &Path, users: impl Iterator<Item = (String, Enrolled)
                 .execute(rusqlite::params![
                     user,
                     DEFAULT_FACTOR,
-                    e.secret.as_bytes(),
+                    host_key.seal(&user, DEFAULT_FACTOR, &e.secret).unwrap(),
                     e.params.algorithm.as_str(),
                     e.params.digits,
                     e.params.period as i64,

@@ -3,6 +3,7 @@
 
 use pam_totp_tests::*;
 use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 const PASSWORD: &str = "correct horse";
@@ -519,6 +520,96 @@ fn fail_closed() {
             );
         }
     }
+}
+
+/// The host key that seals the factors' keys: missing, another key, or readable by
+/// others, every login of an enrolled user fails closed, and the log names the file;
+/// an unenrolled optional user is not affected.
+#[test]
+fn a_missing_or_wrong_host_key_fails_closed() {
+    type Breaker = fn(&Sandbox);
+    let cases: [(&str, Breaker); 3] = [
+        ("missing host key", |sb| {
+            std::fs::remove_file(sb.key_path()).unwrap()
+        }),
+        ("another host key", |sb| {
+            write_file(&sb.key_path(), &"k".repeat(32), 0o400)
+        }),
+        ("host key readable by others", |sb| {
+            std::fs::set_permissions(
+                sb.key_path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o444),
+            )
+            .unwrap()
+        }),
+    ];
+    let (sb, _) = world("hostkey", "");
+    let original = std::fs::read(sb.key_path()).unwrap();
+    for (what, breaker) in cases {
+        breaker(&sb);
+        let run = direct(&sb, "alice", "192.0.2.32", &["123456"]);
+        assert!(run.auth_is("PAM_AUTHINFO_UNAVAIL"), "{what}: {run:?}");
+        assert!(
+            run.log_contains("result=unavailable reason=\"store key /etc/pam_totp/store.key"),
+            "{what}: {:?}",
+            run.logs
+        );
+        let stacked = login(&sb, "alice", "192.0.2.32", &code(SECRET, 0));
+        assert!(
+            stacked.auth_is("PAM_AUTHINFO_UNAVAIL"),
+            "{what}: {stacked:?}"
+        );
+        let bob = direct(&sb, "bob", "192.0.2.32", &[]);
+        assert!(bob.auth_is("PAM_IGNORE"), "{what}: {bob:?}");
+        let _ = std::fs::remove_file(sb.key_path());
+        std::fs::write(sb.key_path(), &original).unwrap();
+        std::fs::set_permissions(
+            sb.key_path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o400),
+        )
+        .unwrap();
+    }
+}
+
+/// `store rekey`: every key re-sealed under a new host key; logins go on, and the old
+/// key opens nothing any more.
+#[test]
+fn store_rekey_reseals_every_key() {
+    let (sb, _) = world("rekey", "");
+    sb.enroll("bob", SECRET);
+    let old = std::fs::read(sb.key_path()).unwrap();
+    let out = sb.admin(&["store", "rekey"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Re-sealed 2 factor keys"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let new = std::fs::read(sb.key_path()).unwrap();
+    assert_ne!(old, new);
+    assert_eq!(new.len(), 32);
+    let mode = std::fs::metadata(sb.key_path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o400);
+    let mut pending = sb.key_path().into_os_string();
+    pending.push(".new");
+    assert!(!std::path::Path::new(&pending).exists());
+    wait_for_fresh_step(30, 5);
+    let run = login(&sb, "alice", "192.0.2.33", &code(SECRET, 0));
+    assert!(run.auth_is("PAM_SUCCESS"), "{run:?}");
+    // The old key back in place: the factors do not open.
+    let _ = std::fs::remove_file(sb.key_path());
+    write_file(&sb.key_path(), "", 0o400);
+    std::fs::write(sb.key_path(), &old).unwrap();
+    let run = login(&sb, "bob", "192.0.2.33", &code(SECRET, 0));
+    assert!(run.auth_is("PAM_AUTHINFO_UNAVAIL"), "{run:?}");
 }
 
 #[test]

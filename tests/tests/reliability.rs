@@ -208,7 +208,7 @@ fn load_8_processes_one_store() {
     let procs = 8;
     let sb = Sandbox::new("load");
     sb.write_config("");
-    enroll_many(&sb.store_path(), "load", procs * per_proc);
+    enroll_many(&sb.store_path(), &sb.key_path(), "load", procs * per_proc);
     sb.add_many_users("load", procs * per_proc);
     etc_service(&sb, "load");
     let out = stress(
@@ -241,7 +241,7 @@ fn load_8_processes_one_store() {
     assert_eq!(n("spurious"), 0, "{text}");
     assert_eq!(integrity(&sb.store_path()), "ok");
     // Every accepted step is on record: the same codes again are replays.
-    let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
+    let store = SqliteStore::open_for_changes(&sb.store_path(), &sb.key_path()).unwrap();
     for i in (0..procs * per_proc).step_by(97) {
         let state = store.login_state(&user("load", i), "x").unwrap();
         assert!(
@@ -268,7 +268,12 @@ fn kill_authenticating_processes() {
     sb.write_config("[throttle]\nmax_failures = 1000\nuser_max_failures = 100000\n");
     // Enough users that no round runs out; rounds are counted below.
     let max_rounds = ops;
-    enroll_many(&sb.store_path(), "ka", max_rounds * per_round);
+    enroll_many(
+        &sb.store_path(),
+        &sb.key_path(),
+        "ka",
+        max_rounds * per_round,
+    );
     sb.add_many_users("ka", max_rounds * per_round);
     etc_service(&sb, "killauth");
     wrapped_service(&sb, "replay");
@@ -300,7 +305,7 @@ fn kill_authenticating_processes() {
         // Operations: the logins reported, plus the one cut short.
         done_ops += accepted.len() + usize::from(!completed);
         assert_eq!(integrity(&sb.store_path()), "ok", "round {round}");
-        let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
+        let store = SqliteStore::open_for_changes(&sb.store_path(), &sb.key_path()).unwrap();
         for (name, step) in &accepted {
             let last = store
                 .login_state(name, "x")
@@ -360,7 +365,7 @@ fn kill_authenticating_processes() {
     }
     eprintln!("kill_authenticating_processes: {round} processes killed or finished, {done_ops} operations, {replays_checked} replays checked");
     assert!(replays_checked > 0, "no replay was checked end to end");
-    let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
+    let store = SqliteStore::open_for_changes(&sb.store_path(), &sb.key_path()).unwrap();
     assert_eq!(store.list().unwrap().len(), max_rounds * per_round);
 }
 
@@ -401,7 +406,7 @@ fn kill_totp_admin() {
     // A step each user has used: it must stay used whatever happens.
     let used_step = step_at(unix_now(), 30) as i64;
     {
-        let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
+        let store = SqliteStore::open_for_changes(&sb.store_path(), &sb.key_path()).unwrap();
         for name in stable.iter().chain(&victims) {
             let id = store.login_state(name, "x").unwrap().factors[0].id;
             assert_eq!(
@@ -413,7 +418,7 @@ fn kill_totp_admin() {
         }
     }
     let before: Vec<_> = {
-        let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
+        let store = SqliteStore::open_for_changes(&sb.store_path(), &sb.key_path()).unwrap();
         stable.iter().map(|n| victim_state(&store, n)).collect()
     };
     // How long one operation takes, so the kill points cover all of it.
@@ -450,7 +455,7 @@ fn kill_totp_admin() {
         let (out, completed) = run_and_kill(cmd, stdin.as_bytes(), delay);
         killed += usize::from(!completed);
         assert_eq!(integrity(&sb.store_path()), "ok", "op {op}: {args:?}");
-        let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
+        let store = SqliteStore::open_for_changes(&sb.store_path(), &sb.key_path()).unwrap();
         let (factor, codes) = victim_state(&store, victim);
         match &factor {
             Some((bytes, last_step)) => {
@@ -689,7 +694,7 @@ fn corrupt_store_fails_closed() {
         let sb = enrolled("corrupt");
         // More users, so the store has pages past the first.
         {
-            let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
+            let store = SqliteStore::open_for_changes(&sb.store_path(), &sb.key_path()).unwrap();
             let key = SecretKey::from_bytes(b"abcdefghijabcdefghij".to_vec());
             let hashed: Vec<_> = (0..10)
                 .map(|i| recovery::hash_new(&format!("abcd-efgh-jkmn-pq{i:02}")).unwrap())
@@ -875,7 +880,7 @@ fn module_loaded_and_unloaded_without_growth() {
     let count = env_number("PAM_TOTP_MEMORY_AUTHS", 10_000) as usize;
     let sb = Sandbox::new("memory");
     sb.write_config("");
-    enroll_many(&sb.store_path(), "mem", count);
+    enroll_many(&sb.store_path(), &sb.key_path(), "mem", count);
     sb.add_many_users("mem", count);
     etc_service(&sb, "memory");
     let out = stress(&sb, &["memory", "memory", "mem", &count.to_string()]);
@@ -933,7 +938,7 @@ fn no_secret_left_after_pam_end() {
     let recovery_code = "k7m2-x9pq-4hvw-t3nz";
     {
         sb.init_store();
-        let store = SqliteStore::open_for_changes(&sb.store_path()).unwrap();
+        let store = SqliteStore::open_for_changes(&sb.store_path(), &sb.key_path()).unwrap();
         let hashed = [recovery::hash_new(recovery_code).unwrap()];
         let e = Enrollment {
             name: DEFAULT_FACTOR,

@@ -103,7 +103,7 @@ fn init_store(sb: &Sandbox) {
 /// read through the store's own interface.
 fn factors_of(sb: &Sandbox, user: &str) -> (bool, u32) {
     use pam_totp::store::{SqliteStore, Store};
-    let store = SqliteStore::open_for_reading(&sb.store_path()).unwrap();
+    let store = SqliteStore::open_for_reading(&sb.store_path(), &sb.key_path()).unwrap();
     let enrolled = store.list().unwrap().iter().any(|u| u.user == user);
     (enrolled, store.recovery_codes_left(user).unwrap())
 }

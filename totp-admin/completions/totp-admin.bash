@@ -90,7 +90,7 @@ _totp_admin() {
             esac
             ;;
         store)
-            [[ -z $sub ]] && COMPREPLY=($(compgen -W "init" -- "$cur"))
+            [[ -z $sub ]] && COMPREPLY=($(compgen -W "init rekey" -- "$cur"))
             ;;
     esac
 }

@@ -36,4 +36,5 @@ complete -c totp-admin -n "__fish_seen_subcommand_from import; and not __fish_se
 complete -c totp-admin -n "__fish_seen_subcommand_from google-authenticator" -F
 complete -c totp-admin -n "__fish_seen_subcommand_from google-authenticator" -l replace -d 'Replace the factor the user already has'
 
-complete -c totp-admin -n "__fish_seen_subcommand_from store; and not __fish_seen_subcommand_from init" -a init -d 'Create or migrate the store'
+complete -c totp-admin -n "__fish_seen_subcommand_from store; and not __fish_seen_subcommand_from init rekey" -a init -d 'Create or migrate the store'
+complete -c totp-admin -n "__fish_seen_subcommand_from store; and not __fish_seen_subcommand_from init rekey" -a rekey -d 'Re-seal every key under a new host key'

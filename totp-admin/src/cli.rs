@@ -170,8 +170,10 @@ pub struct ImportGoogleArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Create the store, or migrate it to this version's schema
+    /// Create the store (and the host key), or migrate it to this version's schema
     Init(StoreInitArgs),
+    /// Make a new host key and re-seal every factor's key under it
+    Rekey,
     /// Copy every enrollment (factor, recovery codes, last used step) to the store of
     /// another configuration: SQLite to PostgreSQL to join a fleet, or back
     Copy(StoreCopyArgs),

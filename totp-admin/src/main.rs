@@ -83,6 +83,7 @@ fn run(process: &Process, cli: Cli) -> Result<()> {
         }
         Command::Doctor => commands::doctor::run(&ctx),
         Command::Store(StoreCommand::Init(a)) => commands::store::init(&ctx, a),
+        Command::Store(StoreCommand::Rekey) => commands::store::rekey(&ctx),
         Command::Store(StoreCommand::Copy(a)) => commands::store::copy(&ctx, a),
     }
 }

@@ -2,7 +2,7 @@
 //! reads `[store] backend`.
 
 use super::{
-    Attempt, EnrolledUser, Enrollment, LoginState, Result, SqliteStore, StepOutcome, Store,
+    seal, Attempt, EnrolledUser, Enrollment, LoginState, Result, SqliteStore, StepOutcome, Store,
     UserSummary, SCHEMA_VERSION,
 };
 use crate::config::{Backend, Config, ThrottleConfig};
@@ -18,7 +18,10 @@ pub const PG_SCHEMA_VERSION: i64 = 2;
 /// the login fails closed.
 pub fn open_for_login(config: &Config) -> Result<Box<dyn Store>> {
     match config.store.backend {
-        Backend::Sqlite => Ok(Box::new(SqliteStore::open_for_login(&config.store.path)?)),
+        Backend::Sqlite => Ok(Box::new(SqliteStore::open_for_login(
+            &config.store.path,
+            &config.store.key,
+        )?)),
         Backend::Postgresql => postgresql(config, false),
     }
 }
@@ -27,7 +30,10 @@ pub fn open_for_login(config: &Config) -> Result<Box<dyn Store>> {
 /// read-only; nothing is created, migrated or written.
 pub fn open_for_reading(config: &Config) -> Result<Box<dyn Store>> {
     match config.store.backend {
-        Backend::Sqlite => Ok(Box::new(SqliteStore::open_for_reading(&config.store.path)?)),
+        Backend::Sqlite => Ok(Box::new(SqliteStore::open_for_reading(
+            &config.store.path,
+            &config.store.key,
+        )?)),
         Backend::Postgresql => postgresql(config, true),
     }
 }
@@ -37,7 +43,10 @@ pub fn open_for_reading(config: &Config) -> Result<Box<dyn Store>> {
 /// commits.
 pub fn open_for_changes(config: &Config) -> Result<Box<dyn Store>> {
     match config.store.backend {
-        Backend::Sqlite => Ok(Box::new(SqliteStore::open_for_changes(&config.store.path)?)),
+        Backend::Sqlite => Ok(Box::new(SqliteStore::open_for_changes(
+            &config.store.path,
+            &config.store.key,
+        )?)),
         Backend::Postgresql => postgresql(config, true),
     }
 }
@@ -49,21 +58,124 @@ pub struct InitReport {
     pub found: i64,
     /// The schema version now.
     pub version: i64,
+    /// Whether the host key was created (it is never replaced).
+    pub key_created: bool,
 }
 
 /// `totp-admin store init`: the only code that creates a store (directory 0700, file
-/// 0600, schema) or migrates one to this version's schema.
+/// 0600, schema, and the host key, 0400, when there is none) or migrates one to this
+/// version's schema.
 pub fn init_store(config: &Config) -> Result<InitReport> {
-    match config.store.backend {
-        Backend::Sqlite => Ok(InitReport {
-            found: SqliteStore::init(&config.store.path)?,
-            version: SCHEMA_VERSION,
-        }),
-        Backend::Postgresql => Ok(InitReport {
-            found: init_postgresql(config, None)?,
-            version: PG_SCHEMA_VERSION,
-        }),
+    let key_created = seal::create_host_key(&config.store.key)?;
+    let (found, version) = match config.store.backend {
+        Backend::Sqlite => (
+            SqliteStore::init(&config.store.path, &config.store.key)?,
+            SCHEMA_VERSION,
+        ),
+        Backend::Postgresql => (init_postgresql(config, None)?, PG_SCHEMA_VERSION),
+    };
+    Ok(InitReport {
+        found,
+        version,
+        key_created,
+    })
+}
+
+/// What `totp-admin store rekey` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RekeyReport {
+    /// Factors re-sealed under the new key.
+    pub factors: u32,
+    /// A run interrupted between its commit and the key file's replacement was
+    /// finished instead.
+    pub finished_earlier_run: bool,
+}
+
+/// `totp-admin store rekey`: a new host key, every factor re-sealed under it in one
+/// transaction, then the key file replaced atomically. In that order:
+///
+/// 1. the new key is written to `KEY.new` (0400, synced);
+/// 2. every factor is re-sealed under it in one transaction;
+/// 3. `KEY.new` is renamed over `KEY`.
+///
+/// A crash before 2 commits leaves the store under the old key (`KEY.new` is stale
+/// and replaced by the next run). Between 2 and 3 the store is sealed under `KEY.new`
+/// while `KEY` still holds the old key: a login in that moment fails closed (naming
+/// the key file), and the next `store rekey` finds that the factors open with
+/// `KEY.new` and finishes the rename. With PostgreSQL the other hosts of the fleet need
+/// the new key file too (docs/FLEET.md).
+pub fn rekey_store(config: &Config) -> Result<RekeyReport> {
+    let path = &config.store.key;
+    let pending = seal::pending_key_path(path);
+    let store: Box<dyn Rekey> = match config.store.backend {
+        Backend::Sqlite => Box::new(SqliteStore::open_for_changes(&config.store.path, path)?),
+        Backend::Postgresql => postgresql_rekey(config)?,
+    };
+    if std::fs::symlink_metadata(&pending).is_ok() {
+        let earlier = seal::HostKey::load(&pending)?;
+        if store.opens_with(&earlier)? && !store.opens_with(&seal::HostKey::load(path)?)? {
+            seal::install_pending_key(path)?;
+            return Ok(RekeyReport {
+                factors: 0,
+                finished_earlier_run: true,
+            });
+        }
+        std::fs::remove_file(&pending).map_err(|e| {
+            super::StoreError::KeyFile(pending.clone(), format!("cannot remove: {e}"))
+        })?;
     }
+    let new = seal::HostKey::generate()
+        .map_err(|e| super::StoreError::KeyFile(path.clone(), format!("no random key: {e}")))?;
+    new.write_new(&pending)?;
+    let factors = match store.reseal(&new) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&pending);
+            return Err(e);
+        }
+    };
+    seal::install_pending_key(path)?;
+    Ok(RekeyReport {
+        factors,
+        finished_earlier_run: false,
+    })
+}
+
+/// What `store rekey` needs of a backend.
+trait Rekey {
+    fn reseal(&self, new: &seal::HostKey) -> Result<u32>;
+    fn opens_with(&self, key: &seal::HostKey) -> Result<bool>;
+}
+
+impl Rekey for SqliteStore {
+    fn reseal(&self, new: &seal::HostKey) -> Result<u32> {
+        SqliteStore::reseal(self, new)
+    }
+    fn opens_with(&self, key: &seal::HostKey) -> Result<bool> {
+        SqliteStore::opens_with(self, key)
+    }
+}
+
+#[cfg(feature = "postgresql")]
+impl Rekey for crate::store_pg::PgStore {
+    fn reseal(&self, new: &seal::HostKey) -> Result<u32> {
+        crate::store_pg::PgStore::reseal(self, new)
+    }
+    fn opens_with(&self, key: &seal::HostKey) -> Result<bool> {
+        crate::store_pg::PgStore::opens_with(self, key)
+    }
+}
+
+#[cfg(feature = "postgresql")]
+fn postgresql_rekey(config: &Config) -> Result<Box<dyn Rekey>> {
+    Ok(Box::new(crate::store_pg::PgStore::for_admin(
+        &config.store,
+    )?))
+}
+
+#[cfg(not(feature = "postgresql"))]
+fn postgresql_rekey(_config: &Config) -> Result<Box<dyn Rekey>> {
+    Err(no_postgresql())
 }
 
 /// `totp-admin store init` for PostgreSQL: creates or migrates the schema and, with
@@ -108,11 +220,16 @@ fn postgresql(config: &Config, admin: bool) -> Result<Box<dyn Store>> {
 
 #[cfg(not(feature = "postgresql"))]
 fn postgresql(_config: &Config, _admin: bool) -> Result<Box<dyn Store>> {
-    Err(super::StoreError::Unsupported(
+    Err(no_postgresql())
+}
+
+#[cfg(not(feature = "postgresql"))]
+fn no_postgresql() -> super::StoreError {
+    super::StoreError::Unsupported(
         "backend = \"postgresql\" but this build has no PostgreSQL support: install the \
          pam-totp-postgresql package (or build with --features postgresql)"
             .into(),
-    ))
+    )
 }
 
 /// A boxed store is a store: callers pass `&store` whichever backend it is.

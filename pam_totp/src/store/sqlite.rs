@@ -1,7 +1,16 @@
 //! The embedded SQLite store (schema 3): the tables of `store.rs`, one connection per
 //! login or command, WAL mode, and every write that logins race on as one conditional
 //! statement or one `BEGIN IMMEDIATE` transaction.
+//!
+//! SQLite runs with its own allocator, which does not wipe what it frees, and that is
+//! enough: no secret in clear ever reaches SQLite's memory. A TOTP key is sealed
+//! (`seal.rs`) before it is bound to a statement and unsealed only into a
+//! [`crate::secret::SecretKey`], which wipes itself; the host key never goes near SQLite; typed codes
+//! are never stored; recovery codes are stored only as salted hashes. What SQLite's page
+//! cache and statements hold is what the file holds, which opens nothing without the
+//! host key (test `reliability::no_secret_left_after_pam_end` scans the process).
 
+use super::seal::{HostKey, Keyring};
 use super::{
     check_store_dir, check_store_path, hashed_code, Attempt, EnrollMode, EnrolledUser, Enrollment,
     Factor, FactorSummary, LoginState, Result, StepOutcome, Store, StoreError, UserSummary,
@@ -10,13 +19,11 @@ use super::{
 use crate::config::ThrottleConfig;
 use crate::otp::{Algorithm, OtpParams};
 use crate::recovery::{self, HashedCode};
-use crate::secret::SecretKey;
 use crate::throttle::{self, PairFailures, UserFailures};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use zeroize::Zeroizing;
 
 /// How long a writer waits for another's transaction before giving up.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -27,7 +34,8 @@ CREATE TABLE users(
   user TEXT PRIMARY KEY,
   mandatory_since INTEGER,
   window_start INTEGER NOT NULL DEFAULT 0,
-  window_failures INTEGER NOT NULL DEFAULT 0
+  window_failures INTEGER NOT NULL DEFAULT 0,
+  retired_step INTEGER
 );
 CREATE TABLE factors(
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -84,9 +92,11 @@ enum Access {
     Change,
 }
 
-/// The embedded SQLite store: one connection, never shared between threads.
+/// The embedded SQLite store: one connection, never shared between threads, and the
+/// host key its factors' keys are sealed with.
 pub struct SqliteStore {
     conn: Connection,
+    keys: Keyring,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -119,23 +129,24 @@ impl SqliteStore {
     /// Opens an existing store for a login: no creation, no symlinks, no migration, and
     /// no statement spent on the schema version (a statement that finds the tables
     /// different tells an older or newer schema apart, see [`SqliteStore::failed`]).
-    pub fn open_for_login(path: &Path) -> Result<SqliteStore> {
-        SqliteStore::open(path, Access::Login)
+    /// `key`: the host key file, read only when a key is first sealed or unsealed.
+    pub fn open_for_login(path: &Path, key: &Path) -> Result<SqliteStore> {
+        SqliteStore::open(path, key, Access::Login)
     }
 
     /// Opens an existing store read-only (`SQLITE_OPEN_READ_ONLY`): never creates,
     /// migrates or writes anything. Another schema is refused.
-    pub fn open_for_reading(path: &Path) -> Result<SqliteStore> {
-        SqliteStore::open(path, Access::Read)
+    pub fn open_for_reading(path: &Path, key: &Path) -> Result<SqliteStore> {
+        SqliteStore::open(path, key, Access::Read)
     }
 
     /// Opens an existing store for `totp-admin` changes: every commit is synchronous
     /// (`synchronous=FULL`). Another schema is refused: `totp-admin store init` migrates.
-    pub fn open_for_changes(path: &Path) -> Result<SqliteStore> {
-        SqliteStore::open(path, Access::Change)
+    pub fn open_for_changes(path: &Path, key: &Path) -> Result<SqliteStore> {
+        SqliteStore::open(path, key, Access::Change)
     }
 
-    fn open(path: &Path, access: Access) -> Result<SqliteStore> {
+    fn open(path: &Path, key: &Path, access: Access) -> Result<SqliteStore> {
         check_store_path(path)?;
         let mode = match access {
             Access::Read => OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -146,12 +157,19 @@ impl SqliteStore {
         let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        let store = SqliteStore {
+            conn,
+            keys: Keyring::new(key),
+        };
         // A used step, a used recovery code and a counted failure must survive a power
-        // loss: every commit is synchronous, for logins too.
+        // loss: every commit is synchronous, for logins too. (The first statement to
+        // read the file: a damaged one is told apart here.)
         if access != Access::Read {
-            conn.pragma_update(None, "synchronous", "FULL")?;
+            store
+                .conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(|e| store.failed(e))?;
         }
-        let store = SqliteStore { conn };
         if access != Access::Login {
             let found = store.schema_version()?;
             if found != SCHEMA_VERSION {
@@ -162,9 +180,10 @@ impl SqliteStore {
     }
 
     /// `totp-admin store init` for SQLite: creates the directory (0700), the file
-    /// (0600) and the schema when missing. Returns the schema version found before
-    /// (`0`: none).
-    pub fn init(path: &Path) -> Result<i64> {
+    /// (0600) and the schema when missing. The host key at `key` must exist already
+    /// (`init_store` makes it first). Returns the schema version found before (`0`:
+    /// none).
+    pub fn init(path: &Path, key: &Path) -> Result<i64> {
         let dir = path
             .parent()
             .ok_or_else(|| StoreError::Insecure(path.into(), "no directory".into()))?;
@@ -196,7 +215,10 @@ impl SqliteStore {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let store = SqliteStore { conn };
+        let store = SqliteStore {
+            conn,
+            keys: Keyring::new(key),
+        };
         let found = store.migrate()?;
         store.integrity_check()?;
         // The WAL and shared-memory files: root's alone, whatever made them.
@@ -212,10 +234,14 @@ impl SqliteStore {
         Ok(found)
     }
 
-    /// A private store in memory, for tests and benchmarks.
+    /// A private store in memory, for tests and benchmarks, sealing under a random key
+    /// of its own.
     pub fn in_memory() -> Result<SqliteStore> {
+        let key =
+            HostKey::generate().map_err(|e| StoreError::Sqlite(format!("no random key: {e}")))?;
         let store = SqliteStore {
             conn: Connection::open_in_memory()?,
+            keys: Keyring::with_key(Path::new("(in memory)"), key),
         };
         store.migrate()?;
         Ok(store)
@@ -284,21 +310,50 @@ impl SqliteStore {
         }
     }
 
-    /// The key of a factor as stored. (Sealing under the host key: `seal.rs`.)
-    fn seal(&self, _user: &str, _name: &str, secret: &SecretKey) -> Result<Zeroizing<Vec<u8>>> {
-        Ok(Zeroizing::new(secret.as_bytes().to_vec()))
+    /// Re-seals every factor's key under `new` in one transaction (`store rekey`):
+    /// each key must open with the current host key, or nothing changes. Returns the
+    /// number of factors re-sealed.
+    pub fn reseal(&self, new: &HostKey) -> Result<u32> {
+        self.immediate(|c| {
+            let mut rows = Vec::new();
+            {
+                let mut stmt = c.prepare("SELECT id, user, name, sealed_key FROM factors")?;
+                let mut q = stmt.query([])?;
+                while let Some(r) = q.next()? {
+                    let (id, user, name): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                    let secret = self.keys.unseal(&user, &name, &r.get::<_, Vec<u8>>(3)?)?;
+                    rows.push((id, new.seal(&user, &name, &secret)?));
+                }
+            }
+            let mut update = c.prepare("UPDATE factors SET sealed_key = ?2 WHERE id = ?1")?;
+            for (id, sealed) in &rows {
+                update.execute(params![id, sealed])?;
+            }
+            Ok(rows.len() as u32)
+        })
     }
 
-    /// The key of a factor from its stored form.
-    fn unseal(&self, _user: &str, _name: &str, sealed: &[u8]) -> Result<SecretKey> {
-        Ok(SecretKey::from_bytes(sealed.to_vec()))
+    /// Whether every factor's key opens with the host key at `key` (`store rekey`
+    /// finishing an interrupted run); `true` for a store without factors.
+    pub fn opens_with(&self, key: &HostKey) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT user, name, sealed_key FROM factors")?;
+        let mut q = stmt.query([])?;
+        while let Some(r) = q.next()? {
+            let (user, name): (String, String) = (r.get(0)?, r.get(1)?);
+            if key.unseal(&user, &name, &r.get::<_, Vec<u8>>(2)?).is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// A factor from [`FACTOR_COLUMNS`], its key unsealed and its parameters checked.
     fn factor_from_row(&self, user: &str, r: &Row<'_>) -> Result<Factor> {
         let name: String = r.get(1)?;
-        let sealed = Zeroizing::new(r.get::<_, Vec<u8>>(2)?);
-        let secret = self.unseal(user, &name, &sealed)?;
+        let sealed: Vec<u8> = r.get(2)?;
+        let secret = self.keys.unseal(user, &name, &sealed)?;
         let params = params_from(user, &name, r.get(3)?, r.get(4)?, r.get(5)?)?;
         if secret.as_bytes().len() < 10 {
             return Err(StoreError::Corrupt(format!(
@@ -404,6 +459,38 @@ fn write_recovery_codes(
     )?;
     for (code, used_at) in codes {
         insert.execute(params![user, &code.salt[..], &code.hash[..], used_at])?;
+    }
+    Ok(())
+}
+
+/// The last step accepted by a removed factor of the user: a factor enrolled later
+/// starts after it.
+fn retired_step(c: &Connection, user: &str) -> Result<Option<i64>> {
+    Ok(c.query_row(
+        "SELECT retired_step FROM users WHERE user = ?1",
+        [user],
+        |r| r.get(0),
+    )
+    .optional()?
+    .flatten())
+}
+
+/// Keeps the last step of the factors about to be removed (all of the user's, or the
+/// one named) in `users.retired_step`, inside the caller's transaction.
+fn retire_steps(c: &Connection, user: &str, name: Option<&str>) -> Result<()> {
+    let last: Option<i64> = c.query_row(
+        "SELECT max(last_step) FROM factors WHERE user = ?1 AND (?2 IS NULL OR name = ?2)",
+        params![user, name],
+        |r| r.get(0),
+    )?;
+    if let Some(step) = last {
+        c.execute(
+            "INSERT INTO users (user, retired_step) VALUES (?1, ?2)
+             ON CONFLICT (user) DO UPDATE
+                 SET retired_step = max(coalesce(users.retired_step, excluded.retired_step),
+                                        excluded.retired_step)",
+            params![user, step],
+        )?;
     }
     Ok(())
 }
@@ -597,7 +684,7 @@ impl Store for SqliteStore {
     }
 
     fn enroll(&self, user: &str, e: &Enrollment<'_>, now: i64) -> Result<i64> {
-        let sealed = self.seal(user, e.name, e.secret)?;
+        let sealed = self.keys.seal(user, e.name, e.secret)?;
         self.immediate(|c| {
             let current = current_factor(c, user, e.name)?;
             let exists = || StoreError::Exists {
@@ -613,9 +700,10 @@ impl Store for SqliteStore {
                 }
                 _ => {}
             }
-            // A replacement keeps the old factor's last step: enrolling the same key
-            // again must not reopen codes that were already used.
-            let mut last_step = e.confirmed_step;
+            // A replacement keeps the old factor's last step, and any factor starts
+            // after the steps of the user's removed ones: enrolling the same key again
+            // must not reopen codes that were already used.
+            let mut last_step = e.confirmed_step.max(retired_step(c, user)?);
             if let Some((id, old_step)) = current {
                 c.execute("DELETE FROM factors WHERE id = ?1", [id])?;
                 last_step = last_step.max(old_step);
@@ -646,6 +734,7 @@ impl Store for SqliteStore {
 
     fn remove_factors(&self, user: &str, name: Option<&str>) -> Result<u32> {
         self.immediate(|c| {
+            retire_steps(c, user, name)?;
             let removed = match name {
                 Some(name) => c.execute(
                     "DELETE FROM factors WHERE user = ?1 AND name = ?2",
@@ -801,11 +890,12 @@ impl Store for SqliteStore {
     fn import(&self, u: &EnrolledUser) -> Result<()> {
         let mut sealed = Vec::with_capacity(u.factors.len());
         for f in &u.factors {
-            sealed.push(self.seal(&u.user, &f.name, &f.secret)?);
+            sealed.push(self.keys.seal(&u.user, &f.name, &f.secret)?);
         }
         self.immediate(|c| {
+            let retired = retired_step(c, &u.user)?;
             for (f, sealed) in u.factors.iter().zip(&sealed) {
-                let mut last_step = f.last_step;
+                let mut last_step = f.last_step.max(retired);
                 if let Some((id, old_step)) = current_factor(c, &u.user, &f.name)? {
                     c.execute("DELETE FROM factors WHERE id = ?1", [id])?;
                     last_step = last_step.max(old_step);

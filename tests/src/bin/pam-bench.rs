@@ -143,7 +143,13 @@ fn write_totp_config(config: &Path, store: &Path) {
         std::fs::read_to_string(pam_totp_tests::workspace().join("config/config.toml")).unwrap();
     let default_path = "path = \"/var/lib/pam_totp/totp.db\"";
     assert!(shipped.contains(default_path), "config/config.toml changed");
-    let text = shipped.replace(default_path, &format!("path = \"{}\"", store.display()));
+    // The host key beside the store: a benchmark's own, made by init_store.
+    let key = store.with_file_name("store.key");
+    let default_key = "key = \"/etc/pam_totp/store.key\"";
+    assert!(shipped.contains(default_key), "config/config.toml changed");
+    let text = shipped
+        .replace(default_path, &format!("path = \"{}\"", store.display()))
+        .replace(default_key, &format!("key = \"{}\"", key.display()));
     std::fs::write(config, text).unwrap();
     set_mode(config, 0o600);
 }
@@ -180,6 +186,9 @@ fn enroll_totp_users(config: &Path, store: &Path, users: usize) {
     // Closed: the last connection out checkpointed the WAL into the file.
     std::fs::copy(&scratch_store, store).unwrap();
     set_mode(store, 0o600);
+    let key = store.with_file_name("store.key");
+    std::fs::copy(scratch_store.with_file_name("store.key"), &key).unwrap();
+    set_mode(&key, 0o400);
     std::fs::remove_dir_all(&scratch).unwrap();
     assert!(Config::load(config).is_ok());
 }

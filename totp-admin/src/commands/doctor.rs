@@ -57,9 +57,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     if let Some(config) = &config {
         findings.extend(check_groups(config));
         match config.store.backend {
-            Backend::Sqlite => check_store(&config.store.path, &mut findings),
+            Backend::Sqlite => check_store(&config.store.path, &config.store.key, &mut findings),
             Backend::Postgresql => check_pg_store(config, &mut findings),
         }
+        check_store_key(&config.store.key, &mut findings);
     }
     findings.extend(check_pam(Path::new(PAM_DIR), config.as_ref()));
     findings.extend(check_sshd(Path::new(SSHD_CONFIG)));
@@ -202,8 +203,23 @@ fn check_groups(config: &Config) -> Vec<Finding> {
     findings
 }
 
-fn check_store(path: &Path, findings: &mut Vec<Finding>) {
-    match SqliteStore::open_for_reading(path) {
+/// The host key that seals the factors' keys: a login of an enrolled user needs it.
+fn check_store_key(key: &Path, findings: &mut Vec<Finding>) {
+    if let Err(e) = pam_totp::store::seal::HostKey::load(key) {
+        findings.push(finding(
+            "store key",
+            Level::Fail,
+            format!("{e}: enrolled users cannot log in"),
+            format!(
+                "restore {0} from a backup (root's, chmod 400); if it is lost, reset every user",
+                key.display()
+            ),
+        ));
+    }
+}
+
+fn check_store(path: &Path, key: &Path, findings: &mut Vec<Finding>) {
+    match SqliteStore::open_for_reading(path, key) {
         Ok(store) => match store.integrity_check() {
             Ok(()) => findings.push(finding(
                 "store",

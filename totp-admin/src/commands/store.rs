@@ -1,4 +1,6 @@
-//! `store init`: create the store, or migrate it to this version's schema.
+//! `store init`: create the store (and the host key), or migrate it to this version's
+//! schema.
+//! `store rekey`: a new host key, every factor's key re-sealed under it.
 //! `store copy --to CONFIG`: copy every enrollment into another configuration's store.
 
 use super::Ctx;
@@ -7,7 +9,7 @@ use crate::cli::{StoreCopyArgs, StoreInitArgs};
 use crate::error::{Error, Result};
 use crate::output::{emit, escaped};
 use pam_totp::config::{Backend, Config};
-use pam_totp::store::{init_store, open_for_changes, open_for_reading};
+use pam_totp::store::{init_store, open_for_changes, open_for_reading, rekey_store};
 
 pub fn init(ctx: &Ctx, args: &StoreInitArgs) -> Result<()> {
     ctx.caller.require_root("store init")?;
@@ -21,7 +23,8 @@ pub fn init(ctx: &Ctx, args: &StoreInitArgs) -> Result<()> {
             }
             let report = init_store(&config)?;
             let path = describe(&config);
-            match report.found {
+            let mut text = key_text(&config, report.key_created);
+            text.push_str(&match report.found {
                 0 => format!(
                     "Created store {path} (schema version {}).\n",
                     report.version
@@ -34,11 +37,73 @@ pub fn init(ctx: &Ctx, args: &StoreInitArgs) -> Result<()> {
                     "Store {path} is ready (schema version {}).\n",
                     report.version
                 ),
-            }
+            });
+            text
         }
-        Backend::Postgresql => init_postgresql(&config, args.login_role.as_deref())?,
+        Backend::Postgresql => {
+            let created = pam_totp::store::seal::create_host_key(&config.store.key)?;
+            let mut text = key_text(&config, created);
+            text.push_str(&init_postgresql(&config, args.login_role.as_deref())?);
+            text
+        }
     };
     audit::done(&ctx.caller, "store-init", "-", &describe(&config));
+    emit(&text)
+}
+
+/// What became of the host key.
+fn key_text(config: &Config, created: bool) -> String {
+    let key = config.store.key.display();
+    if !created {
+        return String::new();
+    }
+    let mut text = format!(
+        "Created the host key {key} (mode 0400): it seals every factor's key. Back it up \
+         apart from the store: without it no enrolled user can log in.\n"
+    );
+    if config.store.backend == Backend::Postgresql {
+        text.push_str(&format!(
+            "Every host of the fleet needs this same file: copy {key} to them.\n"
+        ));
+    }
+    text
+}
+
+/// `store rekey` (root).
+pub fn rekey(ctx: &Ctx) -> Result<()> {
+    ctx.caller.require_root("store rekey")?;
+    let config = ctx.config()?;
+    let report = rekey_store(&config)?;
+    let key = config.store.key.display();
+    let mut text = if report.finished_earlier_run {
+        audit::done(
+            &ctx.caller,
+            "store-rekey",
+            "-",
+            "finished an interrupted run",
+        );
+        format!(
+            "An earlier store rekey had re-sealed the factors but not replaced {key}: \
+             it is replaced now.\n"
+        )
+    } else {
+        audit::done(
+            &ctx.caller,
+            "store-rekey",
+            "-",
+            &format!("{} factors re-sealed", report.factors),
+        );
+        format!(
+            "Re-sealed {} factor keys under a new host key, now in {key}. Back it up; \
+             the old key opens nothing any more.\n",
+            report.factors
+        )
+    };
+    if config.store.backend == Backend::Postgresql {
+        text.push_str(&format!(
+            "Copy {key} to every other host of the fleet now: until then their logins fail.\n"
+        ));
+    }
     emit(&text)
 }
 

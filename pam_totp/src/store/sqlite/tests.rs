@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::Duration;
+use crate::secret::SecretKey;
 use crate::store::{TestDir, DEFAULT_FACTOR};
 
 const NOW: i64 = 1_800_000_000;
@@ -433,12 +434,16 @@ fn export_and_import_keep_factors_codes_and_the_later_step() {
 fn opening_never_creates_and_reading_never_writes() {
     let tmp = TestDir::new("sqlite-open");
     let path = tmp.0.join("totp.db");
+    let key_file = tmp.0.join("store.key");
     for open in [
         SqliteStore::open_for_login,
         SqliteStore::open_for_reading,
         SqliteStore::open_for_changes,
     ] {
-        assert!(matches!(open(&path), Err(StoreError::Missing(_))));
+        assert!(matches!(
+            open(&path, &key_file),
+            Err(StoreError::Missing(_))
+        ));
         assert!(!path.exists());
     }
     let missing = StoreError::Missing(path.clone()).to_string();
@@ -446,9 +451,10 @@ fn opening_never_creates_and_reading_never_writes() {
         missing.ends_with("is missing: restore it from a backup, or create an empty one with: totp-admin store init"),
         "{missing}"
     );
-    assert_eq!(SqliteStore::init(&path).unwrap(), 0);
-    assert_eq!(SqliteStore::init(&path).unwrap(), SCHEMA_VERSION);
-    let writer = SqliteStore::open_for_changes(&path).unwrap();
+    crate::store::seal::create_host_key(&key_file).unwrap();
+    assert_eq!(SqliteStore::init(&path, &key_file).unwrap(), 0);
+    assert_eq!(SqliteStore::init(&path, &key_file).unwrap(), SCHEMA_VERSION);
+    let writer = SqliteStore::open_for_changes(&path, &key_file).unwrap();
     enroll(
         &writer,
         "alice",
@@ -460,10 +466,10 @@ fn opening_never_creates_and_reading_never_writes() {
     )
     .unwrap();
     drop(writer);
-    let reader = SqliteStore::open_for_reading(&path).unwrap();
+    let reader = SqliteStore::open_for_reading(&path, &key_file).unwrap();
     assert_eq!(reader.list().unwrap().len(), 1);
     assert!(reader.first_mandatory_sighting("bob", 1).is_err());
-    let login = SqliteStore::open_for_login(&path).unwrap();
+    let login = SqliteStore::open_for_login(&path, &key_file).unwrap();
     assert_eq!(login.login_state("alice", "x").unwrap().factors.len(), 1);
 }
 
@@ -471,6 +477,7 @@ fn opening_never_creates_and_reading_never_writes() {
 fn a_login_tells_another_schema_apart() {
     let tmp = TestDir::new("sqlite-schema");
     let path = tmp.0.join("totp.db");
+    let key_file = tmp.0.join("store.key");
     for (sql, found) in [
         ("CREATE TABLE users(user TEXT PRIMARY KEY, record BLOB NOT NULL); PRAGMA user_version = 2;", 2),
         ("PRAGMA user_version = 9; CREATE TABLE x(y);", 9),
@@ -479,16 +486,172 @@ fn a_login_tells_another_schema_apart() {
         let _ = std::fs::remove_file(&path);
         Connection::open(&path).unwrap().execute_batch(sql).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let login = SqliteStore::open_for_login(&path).unwrap();
+        let login = SqliteStore::open_for_login(&path, &key_file).unwrap();
         let err = login.login_state("alice", "x").unwrap_err();
         assert!(
             matches!(err, StoreError::Schema { found: f } if f == found),
             "{sql}: {err}"
         );
         for open in [SqliteStore::open_for_reading, SqliteStore::open_for_changes] {
-            assert!(matches!(open(&path), Err(StoreError::Schema { .. })));
+            assert!(matches!(open(&path, &key_file), Err(StoreError::Schema { .. })));
         }
     }
     let older = StoreError::Schema { found: 2 }.to_string();
     assert!(older.contains("run totp-admin store init"), "{older}");
+}
+
+/// The key of each factor is in the file only sealed: not raw, not in base32, not in
+/// hex, in the database or its WAL.
+#[test]
+fn the_store_file_holds_no_key() {
+    let tmp = TestDir::new("sqlite-sealed");
+    let path = tmp.0.join("totp.db");
+    let key_file = tmp.0.join("store.key");
+    crate::store::seal::create_host_key(&key_file).unwrap();
+    SqliteStore::init(&path, &key_file).unwrap();
+    let secrets: Vec<SecretKey> = (0..3u8)
+        .map(|i| SecretKey::from_bytes((0..20).map(|j| 0x5a ^ (i * 31 + j * 7)).collect()))
+        .collect();
+    {
+        let store = SqliteStore::open_for_changes(&path, &key_file).unwrap();
+        for (i, secret) in secrets.iter().enumerate() {
+            let name = if i == 0 { DEFAULT_FACTOR } else { "spare" };
+            let user = format!("user{}", i % 2);
+            enroll(&store, &user, name, secret, EnrollMode::New, None, None).unwrap();
+        }
+        let state = store.login_state("user0", "x").unwrap();
+        assert_eq!(state.factors[0].secret.as_bytes(), secrets[0].as_bytes());
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    if let Ok(wal) = std::fs::read(tmp.0.join("totp.db-wal")) {
+        bytes.extend(wal);
+    }
+    let lower = String::from_utf8_lossy(&bytes)
+        .to_ascii_lowercase()
+        .into_bytes();
+    for secret in &secrets {
+        let raw = secret.as_bytes();
+        let base32 = crate::otp::encode_base32(secret).to_ascii_lowercase();
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        for (form, needle) in [
+            ("raw", raw),
+            ("base32", base32.as_bytes()),
+            ("hex", hex.as_bytes()),
+        ] {
+            let haystack = if form == "raw" { &bytes } else { &lower };
+            assert!(
+                !haystack.windows(needle.len()).any(|w| w == needle),
+                "a key in {form} form is in the store file"
+            );
+        }
+        // Only a few leading bytes, as any data might hold by chance.
+        assert!(!bytes.windows(8).any(|w| w == &raw[..8]));
+    }
+}
+
+/// A key sealed for one user or factor does not open as another's: a row copied
+/// across fails closed, naming the key file.
+#[test]
+fn a_sealed_key_copied_to_another_row_does_not_open() {
+    let store = SqliteStore::in_memory().unwrap();
+    enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(1),
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    enroll(
+        &store,
+        "bob",
+        DEFAULT_FACTOR,
+        &key(2),
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    enroll(&store, "bob", "spare", &key(3), EnrollMode::New, None, None).unwrap();
+    store
+        .conn
+        .execute_batch(
+            "UPDATE factors SET sealed_key = (SELECT sealed_key FROM factors WHERE user = 'alice')
+             WHERE user = 'bob' AND name = 'default';
+             UPDATE factors SET sealed_key = (SELECT sealed_key FROM factors
+                                               WHERE user = 'bob' AND name = 'default')
+             WHERE user = 'bob' AND name = 'spare';",
+        )
+        .unwrap();
+    let err = store.login_state("bob", "x").unwrap_err();
+    assert!(matches!(err, StoreError::KeyFile(..)), "{err}");
+    assert!(store.login_state("alice", "x").is_ok());
+}
+
+/// A reset keeps the last accepted step: enrolling the same key again reopens no code.
+#[test]
+fn a_reset_reopens_no_used_step() {
+    let store = SqliteStore::in_memory().unwrap();
+    let id = enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(1),
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        store.accept_step("alice", id, 700, NOW).unwrap(),
+        StepOutcome::Accepted
+    );
+    store.remove_factors("alice", None).unwrap();
+    let again = enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &key(1),
+        EnrollMode::New,
+        None,
+        Some(5),
+    )
+    .unwrap();
+    assert_eq!(
+        store.accept_step("alice", again, 700, NOW).unwrap(),
+        StepOutcome::Replayed
+    );
+    assert_eq!(
+        store.accept_step("alice", again, 701, NOW).unwrap(),
+        StepOutcome::Accepted
+    );
+    // The same for one named factor.
+    let spare = enroll(
+        &store,
+        "alice",
+        "spare",
+        &key(2),
+        EnrollMode::New,
+        None,
+        Some(900),
+    )
+    .unwrap();
+    assert!(spare > again);
+    store.remove_factors("alice", Some("spare")).unwrap();
+    let spare = enroll(
+        &store,
+        "alice",
+        "spare",
+        &key(2),
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        store.accept_step("alice", spare, 900, NOW).unwrap(),
+        StepOutcome::Replayed
+    );
 }
