@@ -926,6 +926,7 @@ fn masked(bytes: &[u8]) -> String {
 #[test]
 fn no_secret_left_after_pam_end() {
     let sb = Sandbox::new("secrets");
+    sb.add_many_users("carol", 1);
     sb.write_config("[totp]\ndigits = 8\n");
     let key = SecretKey::from_bytes(
         b"\x8f\x13Zq\xc4\x02\xe9}Lw\x91\x3b\xd0\x66\xa7\x18\xf5\x2c\x0e\xb3".to_vec(),
@@ -948,7 +949,7 @@ fn no_secret_left_after_pam_end() {
             recovery_codes: Some(&hashed),
             confirmed_step: None,
         };
-        store.enroll("carol", &e, 1).unwrap();
+        store.enroll("carol0", &e, 1).unwrap();
     }
     etc_service(&sb, "secrets");
     let base32 = encode_base32(&key);
@@ -985,7 +986,7 @@ fn no_secret_left_after_pam_end() {
         let mut args = vec![
             "secrets".to_string(),
             "secrets".into(),
-            "carol".into(),
+            "carol0".into(),
             masked(answer.as_bytes()),
         ];
         args.extend(needles.iter().map(|(_, n)| masked(n)));
