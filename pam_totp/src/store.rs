@@ -32,12 +32,14 @@ mod open;
 pub mod seal;
 mod sqlite;
 mod transfer;
+mod wipe;
 pub use open::{
     init_postgresql, init_store, open_for_changes, open_for_login, open_for_reading,
     postgresql_schema_version, rekey_store, InitReport, RekeyReport, PG_SCHEMA_VERSION,
 };
 pub use sqlite::SqliteStore;
 pub use transfer::{hashed_code, EnrolledUser};
+pub use wipe::install as prepare_sqlite;
 
 /// The SQLite schema this build reads and writes (`PRAGMA user_version`). Version 1
 /// had a table per kind of row with one factor per user; version 2 one opaque row per

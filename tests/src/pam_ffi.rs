@@ -1,27 +1,8 @@
-//! The handful of libpam client calls the test programs need, declared by hand.
+//! The libpam client calls the test programs need: the project's one set of libpam
+//! declarations (`pam_totp::pam::ffi`), and helpers for conversation answers.
 
-pub use pam_totp::pam::{ConvFn, PamConv, PamMessage, PamResponse};
-use std::ffi::{c_char, c_int, c_void};
-
-#[link(name = "pam")]
-extern "C" {
-    pub fn pam_start(
-        service: *const c_char,
-        user: *const c_char,
-        conv: *const PamConv,
-        pamh: *mut *mut c_void,
-    ) -> c_int;
-    pub fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
-    pub fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
-    pub fn pam_acct_mgmt(pamh: *mut c_void, flags: c_int) -> c_int;
-    pub fn pam_setcred(pamh: *mut c_void, flags: c_int) -> c_int;
-    pub fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
-}
-
-pub const PAM_TTY: c_int = 3;
-pub const PAM_RHOST: c_int = 4;
-pub const PAM_PROMPT_ECHO_OFF: c_int = 1;
-pub const PAM_PROMPT_ECHO_ON: c_int = 2;
+pub use pam_totp::pam::ffi::*;
+use std::ffi::c_char;
 
 /// A malloc'd copy of `bytes` with a terminating NUL, for a conversation response
 /// (libpam frees it).

@@ -11,6 +11,8 @@ use std::path::Path;
 
 /// A connection of the test's own to the store at `path`.
 pub fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    // SQLite takes its allocator before its first use, as the module's does.
+    pam_totp::store::prepare_sqlite();
     rusqlite::Connection::open(path)
 }
 

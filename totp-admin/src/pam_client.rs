@@ -11,37 +11,15 @@
 use crate::error::{Error, Result};
 use crate::output::escaped;
 use crate::terminal;
-use pam_totp::pam::{PamConv, PamMessage, PamResponse};
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use pam_totp::pam::ffi::{
+    pam_acct_mgmt, pam_authenticate, pam_end, pam_handle_t, pam_set_item, pam_start, pam_strerror,
+    PamConv, PamMessage, PamResponse, PAM_BUF_ERR, PAM_CONV_ERR, PAM_ERROR_MSG, PAM_MAX_NUM_MSG,
+    PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON, PAM_RUSER, PAM_SUCCESS, PAM_TEXT_INFO, PAM_TTY,
+};
+use std::ffi::{c_int, c_void, CStr, CString};
 
 /// The PAM service file (`/etc/pam.d/totp-admin`): the password stack, never pam_totp.
 pub const SERVICE: &str = "totp-admin";
-
-#[link(name = "pam")]
-extern "C" {
-    fn pam_start(
-        service: *const c_char,
-        user: *const c_char,
-        conv: *const PamConv,
-        pamh: *mut *mut c_void,
-    ) -> c_int;
-    fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
-    fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
-    fn pam_acct_mgmt(pamh: *mut c_void, flags: c_int) -> c_int;
-    fn pam_strerror(pamh: *mut c_void, errnum: c_int) -> *const c_char;
-    fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
-}
-
-const PAM_SUCCESS: c_int = 0;
-const PAM_BUF_ERR: c_int = 5;
-const PAM_CONV_ERR: c_int = 19;
-const PAM_TTY: c_int = 3;
-const PAM_RUSER: c_int = 8;
-const PAM_PROMPT_ECHO_OFF: c_int = 1;
-const PAM_PROMPT_ECHO_ON: c_int = 2;
-const PAM_ERROR_MSG: c_int = 3;
-const PAM_TEXT_INFO: c_int = 4;
-const PAM_MAX_NUM_MSG: c_int = 32;
 
 /// Whether `user` has a password that can be typed: `Some(false)` when /etc/shadow
 /// holds the account with an empty or locked (`!`, `*`) hash, as for accounts that log
@@ -81,7 +59,7 @@ pub fn check_password(user: &str, tty: &str) -> Result<()> {
         conv: Some(conversation),
         appdata_ptr: std::ptr::null_mut(),
     };
-    let mut pamh: *mut c_void = std::ptr::null_mut();
+    let mut pamh: *mut pam_handle_t = std::ptr::null_mut();
     // SAFETY: service, user and conv are valid and outlive the handle (pam_end below).
     let rc = unsafe { pam_start(service.as_ptr(), c_user.as_ptr(), &conv, &mut pamh) };
     if rc != PAM_SUCCESS || pamh.is_null() {
@@ -143,7 +121,11 @@ fn pam_tty(tty: &str) -> String {
 
 /// Answers libpam's prompts from the terminal. Messages are shown; a prompt that
 /// cannot be answered ends the conversation with PAM_CONV_ERR.
-extern "C" fn conversation(
+///
+/// # Safety
+/// Called by libpam only: `msgs` points to `n` valid message pointers and `resp` to an
+/// out-pointer, as the conversation contract says.
+unsafe extern "C" fn conversation(
     n: c_int,
     msgs: *mut *const PamMessage,
     resp: *mut *mut PamResponse,

@@ -155,6 +155,7 @@ impl SqliteStore {
         // No SQLITE_OPEN_CREATE: a missing file stays missing (checked above, and raced
         // by nothing that could create it but `store init`).
         let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        super::prepare_sqlite();
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let store = SqliteStore {
@@ -211,6 +212,7 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        super::prepare_sqlite();
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -240,7 +242,10 @@ impl SqliteStore {
         let key =
             HostKey::generate().map_err(|e| StoreError::Sqlite(format!("no random key: {e}")))?;
         let store = SqliteStore {
-            conn: Connection::open_in_memory()?,
+            conn: {
+                super::prepare_sqlite();
+                Connection::open_in_memory()?
+            },
             keys: Keyring::with_key(Path::new("(in memory)"), key),
         };
         store.migrate()?;

@@ -269,7 +269,7 @@ fn authenticate(service: &CString, user_name: &str, code: &str) -> (bool, Durati
         appdata_ptr: &answer as *const Answer as *mut c_void,
     };
     let start = Instant::now();
-    let mut pamh: *mut c_void = std::ptr::null_mut();
+    let mut pamh: *mut pam_handle_t = std::ptr::null_mut();
     // SAFETY: valid strings and conv that outlive the transaction.
     let rc = unsafe { pam_start(service.as_ptr(), user_c.as_ptr(), &conv, &mut pamh) };
     assert_eq!(rc, 0, "pam_start");

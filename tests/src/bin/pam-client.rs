@@ -20,7 +20,7 @@ use std::io::BufRead;
 
 use pam_totp_tests::pam_ffi::*;
 
-type SmFn = unsafe extern "C" fn(*mut c_void, c_int, c_int, *const *const c_char) -> c_int;
+type SmFn = unsafe extern "C" fn(*mut pam_handle_t, c_int, c_int, *const *const c_char) -> c_int;
 
 fn code_name(rc: c_int) -> String {
     let name = match rc {
@@ -152,7 +152,7 @@ fn main() {
         conv: Some(conversation),
         appdata_ptr: std::ptr::null_mut(),
     };
-    let mut pamh: *mut c_void = std::ptr::null_mut();
+    let mut pamh: *mut pam_handle_t = std::ptr::null_mut();
     // SAFETY: valid C strings and conv structure that outlive the handle.
     let rc = unsafe { pam_start(service.as_ptr(), user.as_ptr(), &conv, &mut pamh) };
     if rc != 0 {

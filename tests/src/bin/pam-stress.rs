@@ -122,7 +122,7 @@ fn transaction(service: &CStr, user: &CStr, items: &[(c_int, &CStr)], answer: &A
         conv: Some(conversation),
         appdata_ptr: answer as *const Answer as *mut c_void,
     };
-    let mut pamh: *mut c_void = std::ptr::null_mut();
+    let mut pamh: *mut pam_handle_t = std::ptr::null_mut();
     // SAFETY: valid strings and a conversation that outlive the transaction.
     let rc = unsafe { pam_start(service.as_ptr(), user.as_ptr(), &conv, &mut pamh) };
     if rc != 0 {
