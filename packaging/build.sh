@@ -3,40 +3,94 @@
 # (SQLite only) and pam-totp-postgresql / pam_totp-postgresql (also the PostgreSQL store
 # for fleets, see docs/FLEET.md):
 #
-#   packaging/build.sh
+#   packaging/build.sh                      # all four packages (what the tests check)
+#   packaging/build.sh --deb --sqlite       # only pam-totp_*.deb (what install.sh builds)
+#   packaging/build.sh --rpm --postgresql   # only pam_totp-postgresql-*.rpm
 #
-# and leaves them in <target>/packages/, where <target> is $CARGO_TARGET_DIR when set and
-# the workspace's target/ otherwise. The PostgreSQL flavour is built in <target>/pg/:
-# built in the same target directory, the feature would reach the SQLite-only module too. Installs the cargo plug-ins cargo-deb and
-# cargo-generate-rpm (cargo install --locked) when they are missing. See docs/PACKAGING.md.
+# --deb and --rpm choose the kinds of package, --sqlite and --postgresql the flavours;
+# naming neither of a pair builds both. The packages go to <target>/packages/ (the ones
+# left there before are removed), where <target> is $CARGO_TARGET_DIR when set and the
+# workspace's target/ otherwise. The PostgreSQL flavour is built in <target>/pg/: built
+# in the same target directory, the feature would reach the SQLite-only module too.
+# Installs the cargo plug-in of each kind it builds when it is missing (cargo install
+# --locked: cargo-deb about 1 minute, cargo-generate-rpm 3 to 4). See docs/PACKAGING.md.
 set -eu
+
+deb=no rpm=no sqlite=no postgresql=no
+for arg in "$@"; do
+    case "$arg" in
+    --deb) deb=yes ;;
+    --rpm) rpm=yes ;;
+    --sqlite) sqlite=yes ;;
+    --postgresql) postgresql=yes ;;
+    -h | --help)
+        sed -n '2,16p' "$0"
+        exit 0
+        ;;
+    *)
+        echo "build.sh: unknown option $arg (see --help)" >&2
+        exit 2
+        ;;
+    esac
+done
+[ "$deb" = yes ] || [ "$rpm" = yes ] || deb=yes rpm=yes
+[ "$sqlite" = yes ] || [ "$postgresql" = yes ] || sqlite=yes postgresql=yes
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 target=${CARGO_TARGET_DIR:-$root/target}
+case "$target" in
+/*) ;;
+*) target=$root/$target ;;
+esac
+pg_target=$target/pg
 out=$target/packages
 
 # The versions the packaging was verified with; one already installed is used as is.
-cargo deb --version >/dev/null 2>&1 || cargo install --locked cargo-deb --version 3.8.0
-cargo generate-rpm --version >/dev/null 2>&1 ||
+if [ "$deb" = yes ] && ! cargo deb --version >/dev/null 2>&1; then
+    echo "build.sh: installing cargo-deb 3.8.0 (about 1 minute)"
+    cargo install --locked cargo-deb --version 3.8.0
+fi
+if [ "$rpm" = yes ] && ! cargo generate-rpm --version >/dev/null 2>&1; then
+    echo "build.sh: installing cargo-generate-rpm 0.21.1 (3 to 4 minutes)"
     cargo install --locked cargo-generate-rpm --version 0.21.1
+fi
 
-# cargo-generate-rpm builds nothing: one release build (stripped by the profile) serves
-# both packages.
-cargo build --release -p pam_totp -p totp-admin
-pg_target=$target/pg
-CARGO_TARGET_DIR=$pg_target cargo build --release -p pam_totp -p totp-admin \
-    --features pam_totp/postgresql
+# cargo-generate-rpm builds nothing, and cargo-deb is told not to: one release build
+# (stripped by the profile) per flavour serves both kinds of package.
+if [ "$sqlite" = yes ]; then
+    echo "build.sh: cargo build --release (SQLite flavour)"
+    CARGO_TARGET_DIR=$target cargo build --release -p pam_totp -p totp-admin
+fi
+if [ "$postgresql" = yes ]; then
+    echo "build.sh: cargo build --release --features pam_totp/postgresql (in $pg_target)"
+    CARGO_TARGET_DIR=$pg_target cargo build --release -p pam_totp -p totp-admin \
+        --features pam_totp/postgresql
+fi
 
 mkdir -p "$out"
 rm -f "$out"/*.deb "$out"/*.rpm
-# The .deb's changelog, from NEWS (cargo-deb installs it as changelog.Debian.gz).
-sh packaging/gen-changelog.sh packaging/deb/changelog
-cargo deb -p pam_totp --no-build --output "$out/"
-CARGO_TARGET_DIR=$pg_target cargo deb -p pam_totp --no-build --variant postgresql --output "$out/"
-# Asset and scriptlet paths of the RPM metadata are relative to the workspace root.
-cargo generate-rpm -p pam_totp --target-dir "$target" --output "$out/"
-cargo generate-rpm -p pam_totp --variant postgresql --target-dir "$pg_target" --output "$out/"
+if [ "$deb" = yes ]; then
+    # The .deb's changelog, from NEWS (cargo-deb installs it as changelog.Debian.gz).
+    sh packaging/gen-changelog.sh packaging/deb/changelog
+    if [ "$sqlite" = yes ]; then
+        CARGO_TARGET_DIR=$target cargo deb -p pam_totp --no-build --output "$out/"
+    fi
+    if [ "$postgresql" = yes ]; then
+        CARGO_TARGET_DIR=$pg_target cargo deb -p pam_totp --no-build --variant postgresql \
+            --output "$out/"
+    fi
+fi
+if [ "$rpm" = yes ]; then
+    # Asset and scriptlet paths of the RPM metadata are relative to the workspace root.
+    if [ "$sqlite" = yes ]; then
+        cargo generate-rpm -p pam_totp --target-dir "$target" --output "$out/"
+    fi
+    if [ "$postgresql" = yes ]; then
+        cargo generate-rpm -p pam_totp --variant postgresql --target-dir "$pg_target" \
+            --output "$out/"
+    fi
+fi
 
 echo "packages in $out:"
-ls -l "$out"/*.deb "$out"/*.rpm
+ls -l "$out"/*.deb "$out"/*.rpm 2>/dev/null || true

@@ -16,6 +16,9 @@
 # - Checks with sshd -t, then compares `totp-admin doctor`'s lockout findings before
 #   and after: sshd is reloaded only when no account lost its way in. Otherwise the
 #   accounts are named and sshd keeps running with its old configuration.
+# - The reload goes through systemctl (the ssh or sshd unit that is running), or
+#   /etc/init.d/ssh without systemd; when no sshd service runs, it says so plainly and
+#   the configuration applies when sshd starts.
 #
 # It refuses, changing nothing, when the configuration is one it cannot extend
 # safely: AuthenticationMethods already set, hostbased or GSSAPI logins on, or no
@@ -27,7 +30,7 @@ for arg in "$@"; do
     case "$arg" in
     --no-reload) reload=no ;;
     -h | --help)
-        sed -n '2,22p' "$0"
+        sed -n '2,25p' "$0"
         exit 0
         ;;
     *)
@@ -216,11 +219,36 @@ if [ -n "$new_lockouts" ]; then
     exit 1
 fi
 say "kept: $kept"
+
+# Reloads the running sshd through its service manager. 0: reloaded; 1: the reload
+# failed; 2: no running sshd service was found (nothing to reload).
+reload_sshd() {
+    if [ -d /run/systemd/system ]; then
+        for unit in ssh.service sshd.service; do
+            if systemctl is-active --quiet "$unit"; then
+                systemctl reload "$unit" && return 0
+                return 1
+            fi
+        done
+        return 2
+    fi
+    if [ -x /etc/init.d/ssh ] && /etc/init.d/ssh status >/dev/null 2>&1; then
+        /etc/init.d/ssh reload >/dev/null && return 0
+        return 1
+    fi
+    return 2
+}
 if [ "$reload" = no ]; then
-    say "no account is locked out; apply with: systemctl reload ssh"
-elif [ -d /run/systemd/system ]; then
-    systemctl reload ssh 2>/dev/null || systemctl reload sshd
-    say "no account is locked out; sshd reloaded"
-else
-    say "no account is locked out; reload sshd to apply (no systemd here)"
+    say "no account is locked out; sshd was NOT reloaded (--no-reload): apply with systemctl reload ssh"
+    exit 0
 fi
+status=0
+reload_sshd || status=$?
+case $status in
+0) say "no account is locked out; sshd reloaded: new SSH logins ask for the code" ;;
+2) say "no account is locked out; sshd was NOT reloaded: no running ssh service found. sshd reads the new configuration when it starts" ;;
+*)
+    say "sshd was NOT reloaded: the reload failed (see above); the configuration is in place, apply it with systemctl reload ssh"
+    exit 1
+    ;;
+esac

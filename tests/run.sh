@@ -2,7 +2,10 @@
 # The whole test suite: unit tests, then the end-to-end tests against the release
 # build (the module through real libpam, totp-admin setuid, sshd, login/su and the
 # packages). Run as root: the end-to-end tests create users inside private mount
-# namespaces and leave the host's files as they were.
+# namespaces and leave the host's files as they were. Works from a checkout anywhere
+# (/tmp included) on a fresh Debian 12 machine: it installs the system packages it
+# needs (apt-get, skipped when they are all there) and Rust when cargo is missing; the
+# cargo plug-ins come with packaging/build.sh and fuzz/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +13,9 @@ if [ "$(id -u)" != 0 ]; then
     echo "tests/run.sh: run as root (the end-to-end tests use private mount namespaces)" >&2
     exit 1
 fi
+
+# shellcheck source=tests/deps.sh
+. tests/deps.sh
 
 echo "== unit tests"
 cargo test --workspace --exclude pam_totp_tests

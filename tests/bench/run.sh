@@ -27,8 +27,13 @@ if [ -z "${PAM_TOTP_BENCH_NS:-}" ]; then
 fi
 
 # A private /tmp holds what is mounted over the host's files: never under $work, which
-# is removed at the end.
-mount -t tmpfs -o mode=1777 bench-tmp /tmp
+# is removed at the end. The checkout and its build stay visible in it when they lie
+# under /tmp.
+# shellcheck source=tests/src/private_tmp.sh
+. tests/src/private_tmp.sh
+stage=$(mktemp -d /var/tmp/pam_totp-bench-tmp.XXXXXX)
+private_tmp "$stage" 50% bench-tmp "$PWD" "$(dirname "$release")"
+rmdir "$stage"
 
 # /dev as the host's, plus a /dev/log of the bench's own.
 mkdir /tmp/host-dev

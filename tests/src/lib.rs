@@ -178,10 +178,75 @@ pub struct Sandbox {
 /// Runs the rest of the command line with the sandbox's /etc bind-mounted over /etc and
 /// a private, empty /tmp (pam_wrapper keeps its state in /tmp/pam.*: processes that start
 /// at the same moment would otherwise trip over each other's).
-const ENTER: &str = r#"T="$1"; shift
-mount --bind "$T/etc" /etc || exit 125
-mount -t tmpfs -o mode=1777,size=64m sandbox-tmp /tmp || exit 125
-exec "$@""#;
+fn enter_script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        format!(
+            "T=\"$1\"; shift\n\
+             mount --bind \"$T/etc\" /etc || exit 125\n\
+             {}\n\
+             exec \"$@\"",
+            private_tmp("\"$T/private-tmp\"", "64m", "sandbox-tmp")
+        )
+    })
+}
+
+/// The shell function that mounts a private /tmp (`tests/src/private_tmp.sh`).
+const PRIVATE_TMP: &str = include_str!("private_tmp.sh");
+
+/// Shell lines, for a script running in a private mount namespace, that mount a private,
+/// empty tmpfs of `size` named `name` on /tmp, staged at `stage` (a shell word: a
+/// directory the script may create, under the sandbox), and exit with 125 when that
+/// fails. The directories of [`kept_under_tmp`] stay visible inside it: a checkout or a
+/// build under /tmp would otherwise vanish from the namespace with the binaries the
+/// test is about to run.
+pub fn private_tmp(stage: &str, size: &str, name: &str) -> String {
+    let keep: Vec<String> = kept_under_tmp().iter().map(|p| shell_quote(p)).collect();
+    format!(
+        "{PRIVATE_TMP}\nprivate_tmp {stage} {size} {name} {} || exit 125",
+        keep.join(" ")
+    )
+}
+
+/// The directories of the tests' own files that programs inside a sandbox read, when
+/// they lie under /tmp: the workspace, the target directory, the PostgreSQL build of
+/// `$PAM_TOTP_PG_RELEASE` and [`SANDBOX_BASE`], each as the tests name it and as it is
+/// once symbolic links are resolved (/var/tmp may be one to /tmp). A directory inside
+/// another is left out.
+pub fn kept_under_tmp() -> Vec<PathBuf> {
+    let mut named = vec![
+        workspace(),
+        release_dir().parent().unwrap().to_path_buf(),
+        PathBuf::from(SANDBOX_BASE),
+    ];
+    named.extend(std::env::var_os("PAM_TOTP_PG_RELEASE").map(PathBuf::from));
+    let dirs: Vec<PathBuf> = named
+        .iter()
+        .flat_map(|d| [Some(d.clone()), std::fs::canonicalize(d).ok()])
+        .flatten()
+        .filter(|d| {
+            d.is_absolute()
+                && d.starts_with("/tmp")
+                && d != Path::new("/tmp")
+                && !d.components().any(|c| c == std::path::Component::ParentDir)
+        })
+        .collect();
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for dir in &dirs {
+        let inside_another = dirs
+            .iter()
+            .any(|other| other != dir && dir.starts_with(other));
+        if !inside_another && !kept.contains(dir) {
+            kept.push(dir.clone());
+        }
+    }
+    kept
+}
+
+/// `path` as one shell word.
+pub fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.to_str().unwrap().replace('\'', "'\\''"))
+}
 
 /// Sandboxes live here rather than in /tmp, which each sandboxed process sees private.
 pub const SANDBOX_BASE: &str = "/var/tmp/pam_totp-tests";
@@ -253,7 +318,7 @@ impl Sandbox {
             "--",
             "/bin/sh",
             "-c",
-            ENTER,
+            enter_script(),
             "enter",
         ])
         .arg(&self.dir)

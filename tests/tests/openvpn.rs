@@ -13,11 +13,16 @@ const SERVICE: &str = "openvpn-totptest";
 
 /// Enters a private mount and network namespace: the sandbox's /etc, a private /tmp,
 /// loopback up; then runs the rest of the command line.
-const ENTER: &str = r#"T="$1"; shift
-mount --bind "$T/etc" /etc || exit 125
-mount -t tmpfs -o mode=1777,size=16m openvpn-tmp /tmp || exit 125
-ip link set lo up || exit 125
-exec "$@""#;
+fn enter_script() -> String {
+    format!(
+        "T=\"$1\"; shift\n\
+         mount --bind \"$T/etc\" /etc || exit 125\n\
+         {}\n\
+         ip link set lo up || exit 125\n\
+         exec \"$@\"",
+        private_tmp("\"$T/private-tmp\"", "16m", "openvpn-tmp")
+    )
+}
 
 /// Starts the server, then one client per credentials file in turn; prints
 /// `RESULT <file> connected|refused|timeout` for each. Every wait is bounded.
@@ -179,7 +184,7 @@ fn forward_pass_through_openvpn() {
             "private",
             "--",
         ])
-        .args(["/bin/sh", "-c", ENTER, "enter"])
+        .args(["/bin/sh", "-c", &enter_script(), "enter"])
         .arg(&sb.dir)
         .args(["/bin/sh", "-c", RUN, "run"])
         .arg(&dir)
