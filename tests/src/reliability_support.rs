@@ -2,7 +2,7 @@
 //! (`pam-stress`) agree on: the names and keys of many enrolled users, a store holding
 //! them, and a PAM service that libpam reads from the sandbox's /etc/pam.d.
 
-use crate::store_support::{enrolled, write_factors};
+use crate::store_support::{enrolled, write_factors, Enrolled};
 use pam_totp::otp::{Algorithm, OtpParams};
 use pam_totp::secret::SecretKey;
 use std::path::Path;
@@ -30,10 +30,25 @@ pub fn secret(prefix: &str, index: usize) -> SecretKey {
 /// (created with its host key `key` when missing), each with their own key, in one
 /// transaction: a store with 80,000 users is made in about a second.
 pub fn enroll_many(path: &Path, key: &Path, prefix: &str, count: usize) {
+    enroll_many_with(path, key, prefix, count, |_| None);
+}
+
+/// [`enroll_many`], but user `i` gets the factor `own(i)` when it gives one (a random
+/// key that a test looks for, say), written in its place among the others.
+pub fn enroll_many_with(
+    path: &Path,
+    key: &Path,
+    prefix: &str,
+    count: usize,
+    mut own: impl FnMut(usize) -> Option<Enrolled>,
+) {
     write_factors(
         path,
         key,
-        (0..count).map(|i| (user(prefix, i), enrolled(secret(prefix, i), PARAMS, 1))),
+        (0..count).map(|i| {
+            let factor = own(i).unwrap_or_else(|| enrolled(secret(prefix, i), PARAMS, 1));
+            (user(prefix, i), factor)
+        }),
     );
 }
 

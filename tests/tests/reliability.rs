@@ -14,7 +14,10 @@ use pam_totp::otp::{code_at, code_for_step, encode_base32, step_at, Algorithm, O
 use pam_totp::recovery;
 use pam_totp::secret::SecretKey;
 use pam_totp::store::{EnrollMode, Enrollment, SqliteStore, StepOutcome, Store, DEFAULT_FACTOR};
-use pam_totp_tests::reliability_support::{enroll_many, integrity, secret, user, PARAMS};
+use pam_totp_tests::reliability_support::{
+    enroll_many, enroll_many_with, integrity, secret, user, PARAMS,
+};
+use pam_totp_tests::store_support as factors;
 use pam_totp_tests::*;
 use std::io::Write;
 use std::path::PathBuf;
@@ -920,96 +923,231 @@ fn masked(bytes: &[u8]) -> String {
     hex(&bytes.iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>())
 }
 
-/// After `pam_end`, no copy of the user's key (raw or base32), of the typed answer or
-/// of the code it normalises to is left anywhere in the process's readable memory:
-/// checked for a TOTP code and for a recovery code.
+/// What the secret scan looks for of one user's key: the whole key, every 8-byte piece
+/// of it (a copy cut short, or a fragment left in a block buffer, is still a leak), and
+/// its base32 text. Keys are random: 8 random bytes do not occur anywhere by chance.
+fn key_needles(whose: &str, key: &SecretKey) -> Vec<(String, Vec<u8>)> {
+    let bytes = key.as_bytes();
+    let mut needles = vec![(format!("{whose}'s key"), bytes.to_vec())];
+    needles.extend(bytes.windows(8).enumerate().map(|(at, piece)| {
+        (
+            format!("{whose}'s key, bytes {at}..{}", at + 8),
+            piece.to_vec(),
+        )
+    }));
+    needles.push((
+        format!("{whose}'s key in base32"),
+        encode_base32(key).as_bytes().to_vec(),
+    ));
+    needles
+}
+
+/// An 8-digit code that no step within two of `t` has: the window (1 step either side
+/// by default) and a step of margin for the clock moving on.
+fn wrong_code_8(key: &SecretKey, params: &OtpParams, t: u64) -> String {
+    let near: Vec<String> = (0..5)
+        .map(|k| {
+            code_at(
+                key,
+                params,
+                t.saturating_sub(2 * params.period) + k * params.period,
+            )
+            .to_string()
+        })
+        .collect();
+    let mut wrong = near[2].clone();
+    // Shifting every digit gives 9 other codes; at most 4 of them are nearby codes.
+    for _ in 0..9 {
+        wrong = wrong
+            .bytes()
+            .map(|b| if b == b'9' { '0' } else { (b + 1) as char })
+            .collect();
+        if !near.contains(&wrong) {
+            break;
+        }
+    }
+    wrong
+}
+
+/// After `pam_end`, no copy of a key is left anywhere in the process's readable memory
+/// (the heap, the stack with the frames the login left behind, every library's data),
+/// nor of the typed answer or the code it normalises to. The store holds 5,000 users and
+/// the one who logs in sits among them, so SQLite reads pages holding its neighbours'
+/// sealed rows: neither its key nor theirs may be found, whole, in base32 or as any
+/// 8-byte piece. The login's record grows (wrong codes from three sources add throttle
+/// rows) and shrinks (a TOTP code and a recovery code after failures remove the pair's
+/// row); the scan runs after each. A control needle unmasked on purpose into the heap,
+/// a live stack frame and a returned one must be found, or the scan is blind.
 #[test]
 fn no_secret_left_after_pam_end() {
+    const USERS: usize = 5_000;
+    const SCANNED: usize = 2_500;
     let sb = Sandbox::new("secrets");
-    sb.add_many_users("carol", 1);
     sb.write_config("[totp]\ndigits = 8\n");
-    let key = SecretKey::from_bytes(
-        b"\x8f\x13Zq\xc4\x02\xe9}Lw\x91\x3b\xd0\x66\xa7\x18\xf5\x2c\x0e\xb3".to_vec(),
-    );
     let params = OtpParams {
         algorithm: Algorithm::Sha1,
         digits: 8,
         period: 30,
     };
+    // The scanned user and the users on either side of it (rows written next to each
+    // other, so in the same pages of the factors table) have random keys.
+    let random_keys: Vec<(usize, SecretKey)> = (SCANNED - 2..=SCANNED + 2)
+        .map(|i| (i, SecretKey::generate(20).unwrap()))
+        .collect();
+    let key_of = |i: usize| {
+        random_keys
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map(|(_, k)| k.clone())
+    };
+    enroll_many_with(&sb.store_path(), &sb.key_path(), "sec", USERS, |i| {
+        key_of(i).map(|k| factors::enrolled(k, params, 1))
+    });
+    sb.add_many_users("sec", USERS);
+    let name = user("sec", SCANNED);
+    let key = key_of(SCANNED).unwrap();
     let recovery_code = "k7m2-x9pq-4hvw-t3nz";
-    {
-        sb.init_store();
-        let store = SqliteStore::open_for_changes(&sb.store_path(), &sb.key_path()).unwrap();
-        let hashed = [recovery::hash_new(recovery_code).unwrap()];
-        let e = Enrollment {
-            name: DEFAULT_FACTOR,
-            secret: &key,
-            params,
-            mode: EnrollMode::New,
-            recovery_codes: Some(&hashed),
-            confirmed_step: None,
-        };
-        store.enroll("carol0", &e, 1).unwrap();
-    }
+    let store = SqliteStore::open_for_changes(&sb.store_path(), &sb.key_path()).unwrap();
+    store
+        .replace_recovery_codes(&name, &[recovery::hash_new(recovery_code).unwrap()])
+        .unwrap();
     etc_service(&sb, "secrets");
-    let base32 = encode_base32(&key);
-    wait_for_fresh_step(30, 5);
-    let code = code_at(&key, &params, unix_now());
-    let typed_code = format!(" {} {} ", &code[..4], &code[4..]);
+    let mut key_needles_all = key_needles(&name, &key);
+    for (i, k) in &random_keys {
+        if *i != SCANNED {
+            key_needles_all.extend(key_needles(&user("sec", *i), k));
+        }
+    }
+    // Not a secret: bytes the scan must find once pam-stress unmasks them on purpose.
+    let control = SecretKey::generate(16).unwrap();
     let typed_recovery = "K7M2 X9PQ 4HVW T3NZ";
-    type Needles = Vec<(&'static str, Vec<u8>)>;
-    let runs: [(&str, &str, Needles); 2] = [
+    let typed = |code: &str| format!(" {} {} ", &code[..4], &code[4..]);
+    // (what, source, whether it succeeds, the sources throttled after it)
+    type Run = (&'static str, &'static str, bool, &'static [&'static str]);
+    let runs: [Run; 5] = [
         (
-            "a TOTP code",
-            &typed_code,
-            vec![
-                ("the key", key.as_bytes().to_vec()),
-                ("the key in base32", base32.as_bytes().to_vec()),
-                ("the typed code", typed_code.as_bytes().to_vec()),
-                ("the code", code.as_bytes().to_vec()),
-            ],
+            "a wrong code from a first source",
+            "192.0.2.211",
+            false,
+            &["192.0.2.211"],
         ),
         (
-            "a recovery code",
-            typed_recovery,
-            vec![
-                ("the key", key.as_bytes().to_vec()),
-                (
-                    "the typed recovery code",
-                    typed_recovery.as_bytes().to_vec(),
-                ),
-                ("the recovery code", b"k7m2x9pq4hvwt3nz".to_vec()),
-            ],
+            "a wrong code from a second source",
+            "192.0.2.212",
+            false,
+            &["192.0.2.211", "192.0.2.212"],
+        ),
+        (
+            "a wrong code from a third source",
+            "192.0.2.213",
+            false,
+            &["192.0.2.211", "192.0.2.212", "192.0.2.213"],
+        ),
+        (
+            "a TOTP code after failures",
+            "192.0.2.213",
+            true,
+            &["192.0.2.211", "192.0.2.212"],
+        ),
+        (
+            "a recovery code after failures",
+            "192.0.2.211",
+            true,
+            &["192.0.2.212"],
         ),
     ];
-    for (what, answer, needles) in runs {
+    for (what, source, succeeds, throttled) in runs {
+        wait_for_fresh_step(30, 5);
+        let now = unix_now();
+        let code = code_at(&key, &params, now).to_string();
+        let mut needles = key_needles_all.clone();
+        let answer = if what.contains("recovery") {
+            needles.push(("the typed recovery code".into(), typed_recovery.into()));
+            needles.push(("the recovery code".into(), b"k7m2x9pq4hvwt3nz".to_vec()));
+            typed_recovery.to_string()
+        } else if succeeds {
+            needles.push(("the typed code".into(), typed(&code).into_bytes()));
+            needles.push(("the code".into(), code.clone().into_bytes()));
+            typed(&code)
+        } else {
+            let wrong = wrong_code_8(&key, &params, now);
+            needles.push(("the typed code".into(), typed(&wrong).into_bytes()));
+            needles.push(("the code typed".into(), wrong.clone().into_bytes()));
+            needles.push(("the right code".into(), code.clone().into_bytes()));
+            typed(&wrong)
+        };
         let mut args = vec![
             "secrets".to_string(),
             "secrets".into(),
-            "carol0".into(),
+            name.clone(),
+            source.into(),
             masked(answer.as_bytes()),
+            masked(control.as_bytes()),
         ];
         args.extend(needles.iter().map(|(_, n)| masked(n)));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = stress(&sb, &args);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("auth=PAM_SUCCESS"), "{what}: {text}");
+        let want = if succeeds {
+            "auth=PAM_SUCCESS"
+        } else {
+            "auth=PAM_AUTH_ERR"
+        };
         assert!(
-            text.contains("control_found=true"),
+            text.contains(want),
+            "{what}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or("none")
+                .to_string()
+        };
+        assert!(
+            field("stacks").starts_with("[stack]:"),
+            "{what}: the main thread's stack is not among the regions scanned: {text}"
+        );
+        assert_ne!(
+            field("control_heap"),
+            "none",
             "{what}: the scan is blind: {text}"
         );
+        for control in ["control_stack", "control_dead_frame"] {
+            assert!(
+                field(control).contains("[stack]"),
+                "{what}: the scan does not see the stack ({control}): {text}"
+            );
+        }
         let found: Vec<String> = text
             .lines()
             .filter_map(|l| l.strip_prefix("found "))
             .map(|l| {
                 let (i, region) = l.split_once(" in ").unwrap();
-                format!("{} in {region}", needles[i.parse::<usize>().unwrap()].0)
+                let needle = match i.parse::<usize>() {
+                    Ok(i) => needles[i].0.as_str(),
+                    Err(_) => "the control, before it was unmasked",
+                };
+                format!("{needle} in {region}")
             })
             .collect();
         assert!(
             found.is_empty(),
             "after {what}, pam_end left: {found:#?}\n{text}"
         );
+        assert!(text.contains("\nclean\n"), "{what}: {text}");
         assert!(!text.contains("before: found"), "{what}: {text}");
+        // The record grew or shrank as the login says.
+        let (pairs, _) = store.throttle_state(&name).unwrap();
+        let mut sources: Vec<&str> = pairs.iter().map(|(s, _)| s.as_str()).collect();
+        sources.sort();
+        assert_eq!(sources, throttled, "{what}: the throttle rows");
+        eprintln!(
+            "{what}: clean; {}",
+            text.lines()
+                .filter(|l| l.starts_with("control_") || l.starts_with("stacks="))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! pam-stress integrity STORE
 //! pam-stress hold STORE
 //! pam-stress auth SERVICE USER_HEX RHOST_HEX TTY_HEX ANSWER_HEX
-//! pam-stress secrets SERVICE USER ANSWER_MASKED NEEDLE_MASKED...
+//! pam-stress secrets SERVICE USER RHOST ANSWER_MASKED CONTROL_MASKED NEEDLE_MASKED...
 //! ```
 //!
 //! `load`: PROCS processes, each authenticating PER_PROC different users once with the
@@ -30,10 +30,15 @@
 //! file; an empty hex string leaves the item unset); prints `auth=NAME(rc)` like
 //! pam-client.
 //!
-//! `secrets`: one transaction answering with ANSWER, then a scan of every readable
-//! mapping of this process for each NEEDLE; prints `found N in REGION` or `clean`.
-//! Needles and the answer come masked (hex of each byte XOR 0x5a) so that this process
-//! holds no plain copy of its own: what the scan finds, the module left behind.
+//! `secrets`: one transaction from RHOST answering with ANSWER, then a scan of every
+//! readable mapping of this process (the heap, the stack, every library's data) for
+//! each NEEDLE; prints `found N in REGION` or `clean`, then where the scan finds the
+//! CONTROL needle once it is unmasked on purpose: `control_heap=`, `control_stack=` (a
+//! live frame) and `control_dead_frame=` (a frame that returned, as deep as the
+//! transaction's), each `none` or the regions. Needles, the control and the answer come
+//! masked (hex of each byte XOR 0x5a) so that this process holds no plain copy of its
+//! own: what the scan finds, the module left behind. The transaction runs below a pad
+//! of stack that the scan does not reach, so the frames it leaves are read as they were.
 
 use pam_totp::otp::{code_at, step_at};
 use pam_totp::secret::SecretKey;
@@ -53,7 +58,7 @@ fn usage() -> ! {
          \x20      pam-stress integrity STORE\n\
          \x20      pam-stress hold STORE\n\
          \x20      pam-stress auth SERVICE USER_HEX RHOST_HEX TTY_HEX ANSWER_HEX\n\
-         \x20      pam-stress secrets SERVICE USER ANSWER_MASKED NEEDLE_MASKED..."
+         \x20      pam-stress secrets SERVICE USER RHOST ANSWER_MASKED CONTROL_MASKED NEEDLE_MASKED..."
     );
     std::process::exit(2)
 }
@@ -490,15 +495,50 @@ fn readable_regions() -> Vec<(u64, u64, String)> {
         .collect()
 }
 
-/// Whether `masked` (each byte XOR [`MASK`]) occurs in `haystack`, compared without
-/// ever unmasking it into a buffer of its own.
-fn contains_masked(haystack: &[u8], masked: &[u8]) -> bool {
-    if masked.is_empty() || haystack.len() < masked.len() {
-        return false;
+/// The needles by their first masked byte, so that one pass over memory checks them
+/// all: at each position only the needles that can start there are compared. Every
+/// comparison masks the byte of memory, never the needle: no plain copy of a needle is
+/// made, not even in a register of its own.
+struct Needles<'a> {
+    all: &'a [Vec<u8>],
+    by_first: Vec<Vec<usize>>,
+    longest: usize,
+}
+
+impl<'a> Needles<'a> {
+    fn new(all: &'a [Vec<u8>]) -> Needles<'a> {
+        let mut by_first = vec![Vec::new(); 256];
+        for (i, needle) in all.iter().enumerate() {
+            if let Some(first) = needle.first() {
+                by_first[*first as usize].push(i);
+            }
+        }
+        let longest = all.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        Needles {
+            all,
+            by_first,
+            longest,
+        }
     }
-    haystack
-        .windows(masked.len())
-        .any(|w| w.iter().zip(masked).all(|(h, m)| *h == *m ^ MASK))
+
+    /// Marks in `hits` each needle that starts in `haystack[..starts]` (and lies in
+    /// `haystack`).
+    fn find(&self, haystack: &[u8], starts: usize, hits: &mut [bool]) {
+        for at in 0..starts.min(haystack.len()) {
+            for &i in &self.by_first[(haystack[at] ^ MASK) as usize] {
+                let needle = &self.all[i];
+                if !hits[i]
+                    && haystack.len() - at >= needle.len()
+                    && haystack[at..at + needle.len()]
+                        .iter()
+                        .zip(needle)
+                        .all(|(h, m)| *h ^ MASK == *m)
+                {
+                    hits[i] = true;
+                }
+            }
+        }
+    }
 }
 
 /// A buffer in an anonymous mapping of its own (never in the malloc heap), wiped and
@@ -543,11 +583,15 @@ impl Drop for ScanBuffer {
 }
 
 /// The regions where each needle occurs. Memory is read through /proc/self/mem in
-/// chunks into a buffer of its own mapping, which is itself skipped.
+/// chunks into a buffer of its own mapping, which is itself skipped. The stacks are
+/// read like any other mapping: the main thread's `[stack]`, down to its lowest page,
+/// holds the frames of calls that have returned, until a deeper call reuses them (see
+/// [`below_the_scan`]).
 fn scan(needles: &[Vec<u8>]) -> Vec<(usize, String)> {
     use std::io::{Read, Seek, SeekFrom};
     const CHUNK: usize = 1 << 20;
-    let overlap = needles.iter().map(Vec::len).max().unwrap_or(1).max(1) - 1;
+    let needles = Needles::new(needles);
+    let overlap = needles.longest - 1;
     let mut found = Vec::new();
     let mut mem = std::fs::File::open("/proc/self/mem").unwrap();
     let mut mapping = ScanBuffer::new(CHUNK + overlap);
@@ -559,7 +603,7 @@ fn scan(needles: &[Vec<u8>]) -> Vec<(usize, String)> {
         }
         let mut at = start;
         let mut carried = 0;
-        let mut hits = vec![false; needles.len()];
+        let mut hits = vec![false; needles.all.len()];
         while at < end {
             let want = CHUNK.min((end - at) as usize);
             if mem.seek(SeekFrom::Start(at)).is_err() {
@@ -573,13 +617,18 @@ fn scan(needles: &[Vec<u8>]) -> Vec<(usize, String)> {
                 }
             }
             let filled = carried + read;
-            for (i, needle) in needles.iter().enumerate() {
-                hits[i] |= contains_masked(&buf[..filled], needle);
-            }
-            if read < want {
+            let last = read < want || at + want as u64 >= end;
+            // Needles starting in the tail kept for the next chunk are looked for there,
+            // whole, unless this is the region's last chunk.
+            let starts = if last {
+                filled
+            } else {
+                filled.saturating_sub(overlap)
+            };
+            needles.find(&buf[..filled], starts, &mut hits);
+            if last {
                 break;
             }
-            // Keep the tail, so that a needle across two chunks is seen.
             carried = overlap.min(filled);
             buf.copy_within(filled - carried..filled, 0);
             at += want as u64;
@@ -593,39 +642,117 @@ fn scan(needles: &[Vec<u8>]) -> Vec<(usize, String)> {
     found
 }
 
+/// Bytes of stack between the frame that scans and the frames of the PAM transaction:
+/// far more than a scan uses, so that the frames the transaction leaves behind are still
+/// there, untouched, when the scan reads the stack.
+const STACK_PAD: usize = 256 * 1024;
+
+/// Runs `f` with [`STACK_PAD`] bytes of this frame's stack above it.
+#[inline(never)]
+fn below_the_scan<R>(f: impl FnOnce() -> R) -> R {
+    let mut pad = [0u8; STACK_PAD];
+    std::hint::black_box(&mut pad);
+    let result = f();
+    std::hint::black_box(&pad);
+    result
+}
+
+/// The longest control needle.
+const CONTROL_MAX: usize = 64;
+
+/// Unmasks `control` into a buffer of this frame's stack and returns, leaving it behind
+/// in a dead frame, as a function of the module would leave a key it did not wipe.
+#[inline(never)]
+fn leave_on_stack(control: &[u8]) {
+    let mut buf = [0u8; CONTROL_MAX];
+    for (b, m) in buf.iter_mut().zip(control) {
+        *b = *m ^ MASK;
+    }
+    std::hint::black_box(&mut buf);
+}
+
+/// Runs `f` while a live frame of the stack holds `control` unmasked, then wipes it.
+#[inline(never)]
+fn with_on_stack<R>(control: &[u8], f: impl FnOnce() -> R) -> R {
+    let mut buf = [0u8; CONTROL_MAX];
+    for (b, m) in buf.iter_mut().zip(control) {
+        *b = *m ^ MASK;
+    }
+    std::hint::black_box(&mut buf);
+    let result = f();
+    buf.iter_mut().for_each(|b| *b = 0);
+    std::hint::black_box(&mut buf);
+    result
+}
+
+/// The regions where a control needle was found, `none` when nowhere.
+fn regions(found: &[(usize, String)]) -> String {
+    if found.is_empty() {
+        return "none".into();
+    }
+    let names: Vec<&str> = found.iter().map(|(_, r)| r.as_str()).collect();
+    names.join(",").replace(' ', ":")
+}
+
 fn secrets(args: &[String]) {
-    let [service, user, answer_masked, needles @ ..] = args else {
+    let [service, user, rhost, answer_masked, control_masked, needles @ ..] = args else {
         usage()
     };
     let service = CString::new(service.as_str()).unwrap();
     let user = CString::new(user.as_str()).unwrap();
-    let needles: Vec<Vec<u8>> = needles.iter().map(|n| unhex(n)).collect();
-    let before = scan(&needles);
-    for (i, region) in &before {
-        println!("before: found {i} in {region}");
+    let rhost = CString::new(rhost.as_str()).unwrap();
+    let control = unhex(control_masked);
+    if control.len() < 8 || control.len() > CONTROL_MAX {
+        usage();
     }
+    // The control last, reported by name: nothing may unmask it before the controls do.
+    let mut needles: Vec<Vec<u8>> = needles.iter().map(|n| unhex(n)).collect();
+    needles.push(control.clone());
+    let name = |i: usize| {
+        if i + 1 == needles.len() {
+            "control".to_string()
+        } else {
+            i.to_string()
+        }
+    };
+    for (i, region) in &scan(&needles) {
+        println!("before: found {} in {region}", name(*i));
+    }
+    let stacks: Vec<String> = readable_regions()
+        .into_iter()
+        .filter(|(_, _, n)| n.starts_with("[stack"))
+        .map(|(start, end, n)| format!("{n}:{}", end - start))
+        .collect();
+    println!("stacks={}", stacks.join(","));
     let answer = unhex(answer_masked);
     let answer = Answer {
         bytes: &answer,
         masked: true,
     };
-    let rhost = CString::new("192.0.2.201").unwrap();
-    let rc = transaction(&service, &user, &[(PAM_RHOST, rhost.as_c_str())], &answer);
+    let rc =
+        below_the_scan(|| transaction(&service, &user, &[(PAM_RHOST, rhost.as_c_str())], &answer));
     println!("auth={}({rc})", code_name(rc));
     let after = scan(&needles);
     for (i, region) in &after {
-        println!("found {i} in {region}");
+        println!("found {} in {region}", name(*i));
     }
     if after.is_empty() {
         println!("clean");
     }
-    // The scanner must see what is there: unmask the first needle into the heap.
-    let mut copy: Vec<u8> = needles[0].iter().map(|b| b ^ MASK).collect();
+    // The scan must see what is there. In the heap:
+    let control = &needles[needles.len() - 1..];
+    let mut copy: Vec<u8> = control[0].iter().map(|b| b ^ MASK).collect();
     std::hint::black_box(&copy);
-    let seen = !scan(&needles[..1]).is_empty();
+    let seen = scan(control);
     copy.iter_mut().for_each(|b| *b = 0);
     std::hint::black_box(&copy);
-    println!("control_found={seen}");
+    println!("control_heap={}", regions(&seen));
+    // In a live frame of the stack:
+    let seen = with_on_stack(&control[0], || scan(control));
+    println!("control_stack={}", regions(&seen));
+    // And in a frame that returned, as deep as the transaction's were:
+    below_the_scan(|| leave_on_stack(&control[0]));
+    println!("control_dead_frame={}", regions(&scan(control)));
 }
 
 fn main() {
