@@ -108,7 +108,7 @@ fn assert_module_exports_only_pam_entry_points(module: &Path, max_size: u64) {
 /// Whether a built module carries the PostgreSQL store (its login statement).
 fn has_postgresql_store(module: &Path) -> bool {
     let bytes = fs::read(module).unwrap();
-    let needle = b"UPDATE pam_totp.users SET last_step";
+    let needle = b"UPDATE pam_totp.factors SET last_step";
     bytes.windows(needle.len()).any(|w| w == needle)
 }
 
