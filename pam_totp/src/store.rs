@@ -28,6 +28,7 @@ use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+mod migrate;
 mod open;
 pub mod seal;
 mod sqlite;
@@ -180,13 +181,13 @@ impl fmt::Display for StoreError {
             ),
             StoreError::Schema { found } if *found < SCHEMA_VERSION => write!(
                 f,
-                "store schema version {found} is older than this version's {SCHEMA_VERSION}: \
-                 run totp-admin store init to migrate it"
+                "store schema version {found} is older than this pam_totp reads: run \
+                 totp-admin store init to migrate it"
             ),
             StoreError::Schema { found } => write!(
                 f,
-                "store schema version {found} is newer than this version's {SCHEMA_VERSION}: \
-                 install the pam_totp that wrote it"
+                "store schema version {found} is newer than this pam_totp reads: install the \
+                 pam_totp that wrote it"
             ),
             StoreError::Corrupt(why) => write!(f, "store: corrupt row: {why}"),
             StoreError::Unsupported(why) => write!(f, "store: {why}"),

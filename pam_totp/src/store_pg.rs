@@ -19,10 +19,11 @@
 use crate::config::{check_owner_and_mode, SslMode, StoreConfig, ThrottleConfig};
 use crate::otp::{Algorithm, OtpParams};
 use crate::recovery::{self, HashedCode};
+use crate::secret::SecretKey;
 use crate::store::seal::{HostKey, Keyring};
 use crate::store::{
     hashed_code, Attempt, EnrollMode, EnrolledUser, Enrollment, Factor, FactorSummary, LoginState,
-    Result, StepOutcome, Store, StoreError, UserSummary,
+    Result, StepOutcome, Store, StoreError, UserSummary, DEFAULT_FACTOR,
 };
 use crate::throttle::{self, PairFailures, UserFailures};
 use rustls::pki_types::pem::PemObject;
@@ -103,6 +104,105 @@ GRANT INSERT ("user", mandatory_since, window_start, window_failures),
 GRANT INSERT, UPDATE, DELETE ON pam_totp.throttle TO {role};
 GRANT UPDATE (used_at) ON pam_totp.recovery_codes TO {role};
 "#;
+
+/// [`LOGIN_GRANTS`] for `role`, a plain lowercase identifier.
+fn login_grants(role: &str) -> Result<String> {
+    if role.is_empty()
+        || role.len() > 63
+        || !role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        || role.as_bytes()[0].is_ascii_digit()
+    {
+        return Err(StoreError::Remote(format!(
+            "role {role:?}: use lowercase letters, digits and _"
+        )));
+    }
+    Ok(LOGIN_GRANTS.replace("{role}", role))
+}
+
+/// Schema 1 to 2, inside the caller's transaction: the old tables renamed out of the
+/// way, schema 2 made, the rows copied (each key sealed under `key` as the user's
+/// `default` factor), the old tables dropped, and the roles that could read the old
+/// tables (the module's, granted by `--login-role`) granted the same on the new ones.
+async fn migrate_v1(c: &Client, key: &HostKey, now: i64) -> std::result::Result<(), Failure> {
+    let grantees = query(
+        c,
+        "SELECT DISTINCT grantee::text FROM information_schema.role_table_grants
+         WHERE table_schema = 'pam_totp' AND table_name = 'users' AND privilege_type = 'SELECT'
+           AND grantee::text <> current_user AND grantee::text <> 'PUBLIC'",
+        &[],
+    )
+    .await?;
+    c.batch_execute(
+        "ALTER TABLE pam_totp.users RENAME TO users_v1;
+         ALTER TABLE pam_totp.users_v1 RENAME CONSTRAINT users_pkey TO users_v1_pkey;
+         ALTER TABLE pam_totp.throttle RENAME TO throttle_v1;
+         ALTER TABLE pam_totp.throttle_v1 RENAME CONSTRAINT throttle_pkey TO throttle_v1_pkey;
+         ALTER TABLE pam_totp.recovery_codes RENAME TO recovery_codes_v1;
+         ALTER TABLE pam_totp.recovery_codes_v1
+             RENAME CONSTRAINT recovery_codes_pkey TO recovery_codes_v1_pkey;",
+    )
+    .await?;
+    c.batch_execute(SCHEMA_V2).await?;
+    c.batch_execute(
+        r#"INSERT INTO pam_totp.users ("user", mandatory_since, window_start, window_failures,
+                                      retired_step)
+               SELECT name, mandatory_since, window_start, window_failures,
+                      CASE WHEN secret IS NULL THEN last_step END
+               FROM pam_totp.users_v1;
+           INSERT INTO pam_totp.recovery_codes ("user", salt, hash, used_at)
+               SELECT name, salt, hash, used_at FROM pam_totp.recovery_codes_v1;"#,
+    )
+    .await?;
+    query(
+        c,
+        r#"INSERT INTO pam_totp.throttle ("user", source, failures, locked_until, last_failure_at)
+           SELECT name, source, failures, locked_until, $1 FROM pam_totp.throttle_v1"#,
+        &[P::Int(now)],
+    )
+    .await?;
+    let rows = query(
+        c,
+        "SELECT name, secret, algorithm, digits, period, created_at, last_used_at, last_step
+         FROM pam_totp.users_v1 WHERE secret IS NOT NULL ORDER BY name",
+        &[],
+    )
+    .await?;
+    for r in &rows {
+        let user: String = get(r, 0)?;
+        let secret = SecretKey::from_bytes(get(r, 1)?);
+        let algorithm: Option<String> = get(r, 2)?;
+        let params = params_from(
+            &user,
+            DEFAULT_FACTOR,
+            algorithm.as_deref().unwrap_or(""),
+            get::<Option<i64>>(r, 3)?.unwrap_or(0),
+            get::<Option<i64>>(r, 4)?.unwrap_or(0),
+        )?;
+        let sealed = key.seal(&user, DEFAULT_FACTOR, &secret)?;
+        insert_factor(
+            c,
+            &user,
+            DEFAULT_FACTOR,
+            sealed,
+            params,
+            get::<Option<i64>>(r, 5)?.unwrap_or(0),
+            get(r, 6)?,
+            get(r, 7)?,
+        )
+        .await?;
+    }
+    c.batch_execute(
+        "DROP TABLE pam_totp.users_v1, pam_totp.throttle_v1, pam_totp.recovery_codes_v1",
+    )
+    .await?;
+    for r in &grantees {
+        let role: String = get(r, 0)?;
+        c.batch_execute(&login_grants(&role)?).await?;
+    }
+    Ok(())
+}
 
 /// The columns of a factor, in the order [`PgStore::factor_from_row`] reads them.
 const FACTOR_COLUMNS: &str = "f.id, f.name, f.sealed_key, f.algorithm, f.digits, f.period, \
@@ -336,7 +436,12 @@ impl PgStore {
     /// an advisory lock (two hosts running `store init` at once). Returns the version
     /// found before.
     pub fn migrate(&self) -> Result<i64> {
-        self.run(false, |c| {
+        // A version-1 schema's keys are sealed under the host key as they move.
+        let key_path = self.keys.path().to_path_buf();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.run(false, move |c| {
             Box::pin(async move {
                 c.batch_execute(
                     "BEGIN;
@@ -361,6 +466,12 @@ impl PgStore {
                         c.batch_execute("INSERT INTO pam_totp.schema_version VALUES (2)")
                             .await?;
                     }
+                    1 => {
+                        let key = HostKey::load(&key_path)?;
+                        migrate_v1(c, &key, now).await?;
+                        c.batch_execute("UPDATE pam_totp.schema_version SET version = 2")
+                            .await?;
+                    }
                     _ => {
                         c.batch_execute("ROLLBACK").await?;
                         return Err(StoreError::Schema { found }.into());
@@ -374,18 +485,7 @@ impl PgStore {
 
     /// Grants the module's role what a login needs, and nothing more ([`LOGIN_GRANTS`]).
     pub fn grant_login_role(&self, role: &str) -> Result<()> {
-        if role.is_empty()
-            || role.len() > 63
-            || !role
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            || role.as_bytes()[0].is_ascii_digit()
-        {
-            return Err(StoreError::Remote(format!(
-                "role {role:?}: use lowercase letters, digits and _"
-            )));
-        }
-        let sql = LOGIN_GRANTS.replace("{role}", role);
+        let sql = login_grants(role)?;
         self.run(false, move |c| {
             Box::pin(async move { Ok(c.batch_execute(&sql).await?) })
         })

@@ -409,3 +409,12 @@ impl Drop for Postgres {
         crate::remove_sandbox_dir(&self.dir);
     }
 }
+
+/// Copies the host key at `from` to `to` (root's, mode 0400): every host of a fleet
+/// needs the same key.
+pub fn copy_host_key(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(to);
+    std::fs::copy(from, to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o400)).unwrap();
+}

@@ -8,9 +8,13 @@
 //! totp-admin of the PostgreSQL build are taken from `$PAM_TOTP_PG_RELEASE`
 //! (tests/run.sh builds them into target/pg/release).
 
+use pam_totp::secret::SecretKey;
 use pam_totp_tests::netns_support::{self, Network};
-use pam_totp_tests::pg_support::{Postgres, ADMIN_ROLE, LOGIN_ROLE, STATEMENT_TIMEOUT_MS};
+use pam_totp_tests::pg_support::{
+    copy_host_key, Postgres, ADMIN_ROLE, LOGIN_ROLE, STATEMENT_TIMEOUT_MS,
+};
 use pam_totp_tests::sshd_support::{Session, Sshd};
+use pam_totp_tests::store_support::seal;
 use pam_totp_tests::{code, feed, wait_for_fresh_step, write_file, PamRun, Sandbox, SECRET};
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -209,9 +213,9 @@ fn one_enrollment_one_replay_state_one_throttle_across_hosts() {
     // The module's role may not write a factor: the grants hold.
     let denied = fleet.pg.sql_in(
         "pam_totp",
-        "SET ROLE pam_totp_login; DO $$ BEGIN UPDATE pam_totp.users SET secret = 'x'; \
+        "SET ROLE pam_totp_login; DO $$ BEGIN UPDATE pam_totp.factors SET sealed_key = 'x'; \
          EXCEPTION WHEN insufficient_privilege THEN RAISE NOTICE 'denied'; END $$; \
-         SELECT has_column_privilege('pam_totp.users', 'secret', 'UPDATE')",
+         SELECT has_column_privilege('pam_totp.factors', 'sealed_key', 'UPDATE')",
     );
     assert!(denied.ends_with('f'), "{denied}");
 
@@ -318,6 +322,10 @@ fn store_copy_moves_a_host_into_the_fleet_and_back() {
         &format!("[store]\npath = \"{}\"\n", fleet.sb.store_path().display()),
         0o600,
     );
+    assert_ok(
+        &fleet.admin_with(&sqlite_config, &["store", "init"], ""),
+        "store init",
+    );
     fleet.enroll(&sqlite_config, "carol", SECRET_CAROL);
     let copied = fleet.admin_with(
         &sqlite_config,
@@ -343,6 +351,10 @@ fn store_copy_moves_a_host_into_the_fleet_and_back() {
         &back_config,
         &format!("[store]\npath = \"{}\"\n", back_store.display()),
         0o600,
+    );
+    assert_ok(
+        &fleet.admin_with(&back_config, &["store", "init"], ""),
+        "store init",
     );
     let back = fleet.admin(
         &["store", "copy", "--to", back_config.to_str().unwrap()],
@@ -384,7 +396,7 @@ fn doctor_checks_the_postgresql_store() {
     assert!(
         text.lines().any(|l| l.starts_with("ok")
             && l.contains("connected (TLS verified against sslrootcert)")
-            && l.contains("schema version 1")),
+            && l.contains("schema version 2")),
         "{text}"
     );
     assert!(!text.contains("FAIL"), "{text}");
@@ -439,6 +451,97 @@ fn doctor_checks_the_postgresql_store() {
         text.contains("FAIL") && text.contains("fix: no server listens"),
         "{text}"
     );
+}
+
+/// Schema 1 of the fleet's tables (one factor per user, its key in clear) and the
+/// grants `store init --login-role` gave the module's role then.
+const SCHEMA_V1: &str = "
+CREATE SCHEMA pam_totp;
+CREATE TABLE pam_totp.schema_version (version bigint NOT NULL);
+INSERT INTO pam_totp.schema_version VALUES (1);
+CREATE TABLE pam_totp.users (name text PRIMARY KEY, secret bytea, algorithm text,
+    digits bigint, period bigint, created_at bigint, confirmed_at bigint,
+    last_used_at bigint, last_step bigint, mandatory_since bigint,
+    window_start bigint NOT NULL DEFAULT 0, window_failures bigint NOT NULL DEFAULT 0);
+CREATE TABLE pam_totp.throttle (name text NOT NULL, source text NOT NULL,
+    failures bigint NOT NULL, locked_until bigint NOT NULL, PRIMARY KEY (name, source));
+CREATE TABLE pam_totp.recovery_codes (name text NOT NULL, salt bytea NOT NULL,
+    hash bytea NOT NULL, used_at bigint, PRIMARY KEY (name, salt));
+ALTER SCHEMA pam_totp OWNER TO pam_totp_admin;
+ALTER TABLE pam_totp.schema_version OWNER TO pam_totp_admin;
+ALTER TABLE pam_totp.users OWNER TO pam_totp_admin;
+ALTER TABLE pam_totp.throttle OWNER TO pam_totp_admin;
+ALTER TABLE pam_totp.recovery_codes OWNER TO pam_totp_admin;
+SET ROLE pam_totp_admin;
+GRANT USAGE ON SCHEMA pam_totp TO pam_totp_login;
+GRANT SELECT ON pam_totp.schema_version, pam_totp.users, pam_totp.throttle,
+    pam_totp.recovery_codes TO pam_totp_login;
+GRANT UPDATE (last_step, last_used_at, window_start, window_failures, mandatory_since)
+    ON pam_totp.users TO pam_totp_login;
+GRANT INSERT (name, mandatory_since) ON pam_totp.users TO pam_totp_login;
+GRANT INSERT, UPDATE, DELETE ON pam_totp.throttle TO pam_totp_login;
+GRANT UPDATE (used_at) ON pam_totp.recovery_codes TO pam_totp_login;
+RESET ROLE;
+INSERT INTO pam_totp.users (name, secret, algorithm, digits, period, created_at, confirmed_at)
+    VALUES ('alice', '\\x3132333435363738393031323334353637383930', 'SHA1', 6, 30, 1, 1);
+INSERT INTO pam_totp.users (name, mandatory_since) VALUES ('bob', 77);
+INSERT INTO pam_totp.throttle VALUES ('alice', '203.0.113.9', 2, 0);
+";
+
+/// A fleet's schema of version 1 is migrated by `store init`: a login before that fails
+/// closed, saying what to run; after it the keys are sealed, the module's role keeps
+/// what it may do, and logins go on with the state they had.
+#[test]
+fn a_version_1_schema_is_migrated() {
+    let build = pg_build_or_skip!();
+    let fleet = Fleet::new("fleet-migrate", build, "");
+    fleet.pg.sql_in(
+        "pam_totp",
+        &format!("DROP SCHEMA pam_totp CASCADE; {SCHEMA_V1}"),
+    );
+    wait_for_fresh_step(30, 10);
+    let before = fleet.login("fleet", "alice", "198.51.100.1", &code(SECRET, 0));
+    assert!(before.is("PAM_AUTHINFO_UNAVAIL"), "{before:?}");
+    assert!(
+        before.run.log_contains("run totp-admin store init"),
+        "{before:?}"
+    );
+
+    let out = fleet.admin(&["store", "init"], "");
+    assert_ok(&out, "store init");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("from version 1 to 2"), "{text}");
+    let clear = fleet.pg.sql_in(
+        "pam_totp",
+        "SELECT count(*) FROM pam_totp.factors
+         WHERE position('\\x3132333435363738393031323334353637383930'::bytea in sealed_key) > 0",
+    );
+    assert_eq!(clear, "0");
+    let tables = fleet.pg.sql_in(
+        "pam_totp",
+        "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables
+         WHERE schemaname = 'pam_totp'",
+    );
+    assert_eq!(
+        tables,
+        "factors,recovery_codes,schema_version,throttle,users"
+    );
+
+    let login = fleet.login("fleet", "alice", "198.51.100.1", &code(SECRET, 0));
+    assert!(login.is("PAM_SUCCESS"), "{login:?}");
+    let replay = fleet.login("fleet", "alice", "198.51.100.2", &code(SECRET, 0));
+    assert!(replay.run.log_contains("code already used"), "{replay:?}");
+    // The throttle row and the grace sighting came along.
+    let failures = fleet.pg.sql_in(
+        "pam_totp",
+        "SELECT failures FROM pam_totp.throttle WHERE \"user\" = 'alice' AND source = '203.0.113.9'",
+    );
+    assert_eq!(failures, "2");
+    let since = fleet.pg.sql_in(
+        "pam_totp",
+        "SELECT mandatory_since FROM pam_totp.users WHERE \"user\" = 'bob'",
+    );
+    assert_eq!(since, "77");
 }
 
 /// A listener that accepts connections and never says a word, until dropped.
@@ -521,7 +624,7 @@ fn faults_fail_closed_within_the_deadline() {
         let mut stdin = locker.stdin.take().unwrap();
         writeln!(
             stdin,
-            "BEGIN; SELECT 'locked' FROM pam_totp.users WHERE name = 'alice' FOR UPDATE;"
+            "BEGIN; SELECT 'locked' FROM pam_totp.users WHERE \"user\" = 'alice' FOR UPDATE;"
         )
         .unwrap();
         let mut out = std::io::BufReader::new(locker.stdout.take().unwrap());
@@ -599,14 +702,22 @@ fn login_cost_with_and_without_tls() {
         .and_then(|v| v.parse().ok())
         .filter(|&n| (1..=1000).contains(&n))
         .unwrap_or(25);
-    let secret_hex = "3132333435363738393031323334353637383930"; // SECRET, decoded
+    // SECRET, decoded, sealed for each user under the host key.
+    let secret = SecretKey::from_bytes(b"12345678901234567890".to_vec());
+    let rows: Vec<String> = (0..2 * n)
+        .map(|i| {
+            let user = format!("cost{i}");
+            let sealed = seal(&fleet.sb.key_path(), &user, "default", &secret);
+            let hex: String = sealed.iter().map(|b| format!("{b:02x}")).collect();
+            format!("('{user}', 'default', '\\x{hex}'::bytea, 'SHA1', 6, 30, 0)")
+        })
+        .collect();
     fleet.pg.sql_in(
         "pam_totp",
         &format!(
-            "INSERT INTO pam_totp.users (name, secret, algorithm, digits, period, created_at, confirmed_at)
-             SELECT 'cost' || i, '\\x{secret_hex}'::bytea, 'SHA1', 6, 30, 0, 0
-             FROM generate_series(0, {}) i",
-            2 * n - 1
+            "INSERT INTO pam_totp.factors (\"user\", name, sealed_key, algorithm, digits, period,
+                                           created_at) VALUES {}",
+            rows.join(", ")
         ),
     );
     // Median and 90th percentile, in ms with one decimal.
@@ -770,6 +881,10 @@ fn three_hosts_in_network_namespaces() {
             &admin(&["store", "init", "--login-role", LOGIN_ROLE], ""),
             "store init",
         );
+        // Every host holds the same host key.
+        for host in &hosts[1..] {
+            copy_host_key(&admin_sb.key_path(), &host.sb.key_path());
+        }
         for (user, secret) in [("alice", SECRET), ("bob", SECRET_BOB)] {
             let out = admin(
                 &["--json", "enroll", "--user", user, "--secret-stdin"],

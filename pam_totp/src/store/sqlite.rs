@@ -10,6 +10,7 @@
 //! cache and statements hold is what the file holds, which opens nothing without the
 //! host key (test `reliability::no_secret_left_after_pam_end` scans the process).
 
+use super::migrate;
 use super::seal::{HostKey, Keyring};
 use super::{
     check_store_dir, check_store_path, hashed_code, Attempt, EnrollMode, EnrolledUser, Enrollment,
@@ -162,13 +163,21 @@ impl SqliteStore {
             conn,
             keys: Keyring::new(key),
         };
-        // A used step, a used recovery code and a counted failure must survive a power
-        // loss: every commit is synchronous, for logins too. (The first statement to
-        // read the file: a damaged one is told apart here.)
-        if access != Access::Read {
+        // totp-admin's commits are synchronous (fsynced before COMMIT returns). A login's
+        // are not (WAL with synchronous=NORMAL: durable across a crash of the process,
+        // not a power loss): a power loss can cost the steps and failures of the last
+        // moments, and the host is down for longer than a code stays inside the window.
+        // A used recovery code and an enrollment at login are fsynced (`durable`).
+        // (The first statement to read the file: a damaged one is told apart here.)
+        let synchronous = match access {
+            Access::Login => Some("NORMAL"),
+            Access::Change => Some("FULL"),
+            Access::Read => None,
+        };
+        if let Some(mode) = synchronous {
             store
                 .conn
-                .pragma_update(None, "synchronous", "FULL")
+                .pragma_update(None, "synchronous", mode)
                 .map_err(|e| store.failed(e))?;
         }
         if access != Access::Login {
@@ -217,11 +226,21 @@ impl SqliteStore {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Deleted rows and dropped tables are overwritten, not just unlinked: a
+        // migration drops tables that held keys in clear.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         let store = SqliteStore {
             conn,
             keys: Keyring::new(key),
         };
         let found = store.migrate()?;
+        if found != 0 && found != SCHEMA_VERSION {
+            // Nothing of the old tables may stay in free pages or in the WAL.
+            store.conn.execute_batch("VACUUM")?;
+            store
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
         store.integrity_check()?;
         // The WAL and shared-memory files: root's alone, whatever made them.
         for suffix in ["-wal", "-shm"] {
@@ -258,19 +277,33 @@ impl SqliteStore {
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
-    /// Creates the schema when there is none; refuses a newer one. Returns the version
+    /// Creates the schema when there is none, migrates schema 1 and 2 (their keys sealed
+    /// under the host key), refuses a newer one, in one transaction. Returns the version
     /// found.
     fn migrate(&self) -> Result<i64> {
+        // When throttle rows of an old store were last counted (it did not keep that).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         self.immediate(|c| {
             let found: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
             match found {
                 SCHEMA_VERSION => {}
                 0 => c.execute_batch(SCHEMA)?,
+                1 => migrate::from_v1(c, &self.keys, SCHEMA, now)?,
+                2 => migrate::from_v2(c, &self.keys, SCHEMA, now)?,
                 _ => return Err(StoreError::Schema { found }),
             }
             c.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             Ok(found)
         })
+    }
+
+    /// Makes this connection's commits synchronous from now on: what must not be lost
+    /// to a power loss (a used recovery code, an enrollment).
+    fn durable(&self) -> Result<()> {
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(())
     }
 
     /// `PRAGMA integrity_check`: `Ok(())` when SQLite finds nothing wrong.
@@ -665,6 +698,7 @@ impl Store for SqliteStore {
         let Some(salt) = found else {
             return Ok(false);
         };
+        self.durable()?;
         let used = self.conn.execute(
             "UPDATE recovery_codes SET used_at = ?3
              WHERE user = ?1 AND salt = ?2 AND used_at IS NULL",
@@ -690,6 +724,7 @@ impl Store for SqliteStore {
 
     fn enroll(&self, user: &str, e: &Enrollment<'_>, now: i64) -> Result<i64> {
         let sealed = self.keys.seal(user, e.name, e.secret)?;
+        self.durable()?;
         self.immediate(|c| {
             let current = current_factor(c, user, e.name)?;
             let exists = || StoreError::Exists {
