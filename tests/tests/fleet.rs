@@ -704,6 +704,9 @@ fn login_cost_with_and_without_tls() {
         .unwrap_or(25);
     // SECRET, decoded, sealed for each user under the host key.
     let secret = SecretKey::from_bytes(b"12345678901234567890".to_vec());
+    // Logins are judged for accounts NSS knows.
+    fleet.sb.add_many_users("cost", 2 * n);
+    fleet.sb.add_many_users("cost-none", 1);
     let rows: Vec<String> = (0..2 * n)
         .map(|i| {
             let user = format!("cost{i}");
@@ -736,7 +739,7 @@ fn login_cost_with_and_without_tls() {
     ] {
         fleet.set_login_config("", extra);
         // One login to warm the server's caches, then the measured ones inside one step.
-        let warm = fleet.login("fleet", "cost-none", "198.51.100.1", "000000");
+        let warm = fleet.login("fleet", "cost-none0", "198.51.100.1", "000000");
         assert!(warm.run.log_contains("not enrolled"), "{warm:?}");
         wait_for_fresh_step(30, (10 + n as u64 / 5).min(25));
         let code = code(SECRET, 0);
@@ -951,7 +954,10 @@ fn three_hosts_in_network_namespaces() {
         }
         let log = hosts[0].module_log();
         assert_eq!(logged_with(&log, "wrong code"), 8, "host 1: {log:?}");
-        let throttled = hosts[1].login("alice", &code(SECRET, 30));
+        // Locked: refused after the password, before any code is asked.
+        let throttled = hosts[1]
+            .sshd
+            .ssh("alice", KBDINT, &[("Password: ", FLEET_PASSWORD)]);
         assert!(!throttled.logged_in_as("alice"), "{}", throttled.text);
         assert!(
             throttled.text.contains("try again in"),
