@@ -1,7 +1,10 @@
 #!/bin/sh
 # Turns pam_totp on for SSH logins without taking away a way in that worked before:
 #
-#   packaging/enable-sshd.sh [--no-reload]
+#   /usr/share/pam-totp/enable-sshd.sh [--no-reload]
+#
+# (installed by the .deb; packaging/enable-sshd.sh in the source)
+#
 #
 # - Reads sshd's effective configuration (sshd -T) before changing anything.
 # - Writes /etc/ssh/sshd_config.d/50-pam-totp.conf: every first factor that worked
@@ -30,7 +33,7 @@ for arg in "$@"; do
     case "$arg" in
     --no-reload) reload=no ;;
     -h | --help)
-        sed -n '2,25p' "$0"
+        sed -n '2,28p' "$0"
         exit 0
         ;;
     *)

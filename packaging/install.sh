@@ -12,7 +12,7 @@
 # It says which step it is in: the build dependencies (apt-get, skipped when they are
 # there), Rust (through rustup when cargo is missing), the .deb (packaging/build.sh,
 # about 2 minutes on 2 cores), the package (apt-get install), and with --enable-sshd
-# packaging/enable-sshd.sh: `pam-auth-update --enable totp`, key + code and password +
+# the package's /usr/share/pam-totp/enable-sshd.sh: `pam-auth-update --enable totp`, key + code and password +
 # code for sshd (every way in that worked before keeps working, followed by the code),
 # and a reload of sshd only when `totp-admin doctor` finds no account that would be
 # locked out. It ends with what to do next.
@@ -121,7 +121,8 @@ if [ "$enable_sshd" = no ]; then
     echo "No PAM stack uses it yet: every login works as before."
     echo
     echo "Next:"
-    echo "  packaging/enable-sshd.sh         turn the code on for SSH: keys and passwords keep"
+    echo "  /usr/share/pam-totp/enable-sshd.sh"
+    echo "                                   turn the code on for SSH: keys and passwords keep"
     echo "                                   working, each followed by the code (README.md)"
     echo "  pam-auth-update --enable totp    or: the code after the password for every service"
     echo "                                   that includes common-auth (console, su, sudo)"
@@ -130,12 +131,12 @@ if [ "$enable_sshd" = no ]; then
     exit 0
 fi
 
-say_step "turning the code on for SSH logins (packaging/enable-sshd.sh)"
-if ! sh packaging/enable-sshd.sh; then
+say_step "turning the code on for SSH logins (/usr/share/pam-totp/enable-sshd.sh)"
+if ! sh /usr/share/pam-totp/enable-sshd.sh; then
     echo
     echo "$done_line"
     echo "The code is NOT on for SSH: enable-sshd.sh said why above. Fix what it names, then"
-    echo "run packaging/enable-sshd.sh again (totp-admin doctor says more)."
+    echo "run /usr/share/pam-totp/enable-sshd.sh again (totp-admin doctor says more)."
     exit 1
 fi
 echo

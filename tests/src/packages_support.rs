@@ -49,6 +49,22 @@ pub fn packages() -> &'static Packages {
     })
 }
 
+/// Builds only this host's .deb of the SQLite flavour (`packaging/build.sh --deb
+/// --sqlite`, as `install.sh` does; once per test process) and returns its path. It
+/// replaces what `<target>/packages/` held: a test process uses this or [`packages`].
+pub fn sqlite_deb() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            run(Command::new("sh")
+                .arg(workspace().join("packaging/build.sh"))
+                .args(["--deb", "--sqlite"])
+                .current_dir(workspace()));
+            only_file(&packages_dir(), "pam-totp", "deb")
+        })
+        .clone()
+}
+
 /// `<target>/packages`, where `packaging/build.sh` leaves the packages.
 pub fn packages_dir() -> PathBuf {
     target_dir().join("packages")

@@ -938,17 +938,19 @@ fn forward_pass_through_password_authentication() {
     host.check();
 }
 
-/// packaging/enable-sshd.sh (what `install.sh --enable-sshd` runs after installing the
-/// package) on a copy of this host (a throwaway system: overlays on /etc, /usr, /var,
-/// /home, /root, /run in a private mount namespace), with the package's files where the
-/// .deb puts them. Then the real sshd, started as `sshd` with the host's sshd_config and
-/// the drop-in and PAM stack exactly as the script left them: key + code with and
-/// without a password, root under prohibit-password, password + code, none without the
-/// code. Before that, a stack in which a key would be followed by a password: the
-/// script names the accounts that would be locked out and does not reload sshd.
+/// The package's enable-sshd.sh (what `install.sh --enable-sshd` runs after installing
+/// the package) on a copy of this host (a throwaway system: overlays on /etc, /usr, /var,
+/// /home, /root, /run in a private mount namespace) in which the real .deb was installed
+/// with dpkg. Then the real sshd, started as `sshd` with the host's sshd_config and the
+/// drop-in and PAM stack exactly as the script left them: key + code with and without a
+/// password, root under prohibit-password, password + code, none without the code.
+/// Before that, a stack in which a key would be followed by a password: the script names
+/// the accounts that would be locked out and does not reload sshd.
 #[test]
 fn enable_sshd_keeps_every_way_in_and_adds_the_code() {
-    use pam_totp_tests::packages_support::{in_throwaway_system, run, run_with_input};
+    use pam_totp_tests::packages_support::{
+        dpkg, in_throwaway_system, run, run_with_input, sqlite_deb,
+    };
     use std::process::Command;
     let host = Host::snapshot();
     // Removed on drop, also when an assertion fails.
@@ -959,35 +961,18 @@ fn enable_sshd_keeps_every_way_in_and_adds_the_code() {
         }
     }
     let work = Work(sandbox_dir("ssh-enable"));
-    let script = workspace().join("packaging/enable-sshd.sh");
+    let deb = sqlite_deb();
+    let script = Path::new("/usr/share/pam-totp/enable-sshd.sh");
     let checked = work.0.clone();
     in_throwaway_system(move || {
         let work = checked;
-        // The package's files, as the .deb lays them out, and its postinst.
-        let install = |from: &Path, to: &str, mode: u32| {
-            std::fs::create_dir_all(Path::new(to).parent().unwrap()).unwrap();
-            std::fs::copy(from, to).unwrap();
-            std::fs::set_permissions(to, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .unwrap();
-        };
-        install(
-            &module(),
-            "/usr/lib/x86_64-linux-gnu/security/pam_totp.so",
-            0o644,
+        // The package as an admin installs it: its postinst makes the store.
+        dpkg(&["-i", deb.to_str().unwrap()]);
+        assert!(
+            std::fs::read(script).unwrap()
+                == std::fs::read(workspace().join("packaging/enable-sshd.sh")).unwrap(),
+            "the package carries another enable-sshd.sh than this checkout's"
         );
-        install(&totp_admin(), "/usr/bin/totp-admin", 0o4755);
-        install(
-            &workspace().join("packaging/pam-configs/totp"),
-            "/usr/share/pam-configs/totp",
-            0o644,
-        );
-        install(
-            &workspace().join("config/config.toml"),
-            "/etc/pam_totp/config.toml",
-            0o600,
-        );
-        run(Command::new("install").args(["-d", "-m", "0700", "/var/lib/pam_totp"]));
-        run(Command::new("totp-admin").args(["store", "init"]));
 
         // alice: password and key; kate: key only; pat: password only; root: key only
         // (PermitRootLogin prohibit-password, the default); ghost: neither, before too.
@@ -1028,7 +1013,7 @@ fn enable_sshd_keeps_every_way_in_and_adds_the_code() {
         let enable = || {
             Command::new("timeout")
                 .args(["120", "sh"])
-                .arg(&script)
+                .arg(script)
                 .arg("--no-reload")
                 .env("DEBIAN_FRONTEND", "noninteractive")
                 .output()

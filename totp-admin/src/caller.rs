@@ -439,19 +439,10 @@ pub fn no_such_user(name: &str) -> Error {
     Error::failed(format!("no such user: {}", crate::output::escaped(name)))
 }
 
-/// The account a typed name stands for, as logins key it: `getpwnam_r(name)`, then the
-/// name `getpwuid_r` gives for its uid. A `useradd -o` alias with alice's uid, or
-/// "ALICE" from a directory that ignores case, becomes "alice". `Ok(None)`: NSS does
-/// not know the name.
+/// The account a typed name stands for, as logins key it (the library's
+/// [`account::canonical_account`]). `Ok(None)`: NSS does not know the name.
 pub fn canonical_account(name: &str) -> Result<Option<Account>> {
-    let Some(typed) = account::lookup_user(name)? else {
-        return Ok(None);
-    };
-    match account::lookup_uid(typed.uid)? {
-        Some(canonical) => Ok(Some(canonical)),
-        // The uid has no entry of its own (an odd directory): keep what was found.
-        None => Ok(Some(typed)),
-    }
+    Ok(account::canonical_account(name)?)
 }
 
 /// A user NSS knows, under its canonical name, or a one-line error.

@@ -985,7 +985,7 @@ fn check_lockouts(pam_dir: &Path) -> Vec<Finding> {
                     "give {} an authorized key or a password before reloading sshd; root under \
                      PermitRootLogin prohibit-password needs \"Match User root\" with \
                      \"PermitRootLogin yes\" and \"AuthenticationMethods publickey,keyboard-interactive\" \
-                     (packaging/enable-sshd.sh writes it)",
+                     (/usr/share/pam-totp/enable-sshd.sh writes it)",
                     escape(&account.name)
                 ),
             ));
