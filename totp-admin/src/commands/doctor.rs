@@ -929,13 +929,87 @@ fn sshd_effective(user: &str) -> std::result::Result<HashMap<String, String>, St
             err.lines().next().unwrap_or("failed")
         ));
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.to_string()))
-        })
-        .collect())
+    let mut settings: HashMap<String, String> = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((k, v)) = line.split_once(' ') else {
+            continue;
+        };
+        // A list (AllowUsers, DenyGroups, ...) comes one value per line.
+        settings
+            .entry(k.to_string())
+            .and_modify(|all| {
+                all.push(' ');
+                all.push_str(v);
+            })
+            .or_insert_with(|| v.to_string());
+    }
+    Ok(settings)
+}
+
+/// An sshd pattern (`*`, `?`) against a whole name.
+fn sshd_glob(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|skip| sshd_glob(rest, &name[skip..])),
+        Some((&p, rest)) => name
+            .split_first()
+            .is_some_and(|(&n, name)| (p == b'?' || p == n) && sshd_glob(rest, name)),
+    }
+}
+
+/// Whether sshd's AllowUsers, DenyUsers, AllowGroups or DenyGroups keep `name` out
+/// whatever the methods: such an account has no way in over SSH before the code either,
+/// by the admin's choice. Only a sure answer counts: a pattern with a host part, a group
+/// pattern with wildcards or a group NSS cannot resolve leaves the account in the check.
+fn kept_out_by_sshd(name: &str, sshd: &HashMap<String, String>) -> bool {
+    let list = |k: &str| -> Vec<&str> {
+        sshd.get(k)
+            .map(|v| v.split_whitespace().collect())
+            .unwrap_or_default()
+    };
+    let (deny_users, allow_users) = (list("denyusers"), list("allowusers"));
+    if deny_users
+        .iter()
+        .any(|p| !p.contains('@') && sshd_glob(p.as_bytes(), name.as_bytes()))
+    {
+        return true;
+    }
+    let user_part = |p: &&str| p.split('@').next().unwrap_or(p).to_string();
+    if !allow_users.is_empty()
+        && !allow_users
+            .iter()
+            .any(|p| sshd_glob(user_part(p).as_bytes(), name.as_bytes()))
+    {
+        return true;
+    }
+    let (deny_groups, allow_groups) = (list("denygroups"), list("allowgroups"));
+    if deny_groups.is_empty() && allow_groups.is_empty() {
+        return false;
+    }
+    let Ok(Some(account)) = pam_totp::account::lookup_user(name) else {
+        return false;
+    };
+    let Ok(gids) = pam_totp::account::group_list(&account) else {
+        return false;
+    };
+    // The gid of a literal group name; None: a wildcard or not resolvable.
+    let gid = |p: &str| -> Option<libc::gid_t> {
+        if p.contains(['*', '?']) {
+            return None;
+        }
+        pam_totp::account::group_gid(p).ok().flatten()
+    };
+    if deny_groups
+        .iter()
+        .any(|p| gid(p).is_some_and(|g| gids.contains(&g)))
+    {
+        return true;
+    }
+    if allow_groups.is_empty() {
+        return false;
+    }
+    let allowed: Option<Vec<libc::gid_t>> = allow_groups.iter().map(|p| gid(p)).collect();
+    allowed.is_some_and(|allowed| !allowed.iter().any(|g| gids.contains(g)))
 }
 
 /// Names every account with a login shell that sshd and sshd's PAM stack would let in
@@ -959,6 +1033,9 @@ fn check_lockouts(pam_dir: &Path) -> Vec<Finding> {
             }
         };
         if name == "root" && sshd.get("permitrootlogin").map(String::as_str) == Some("no") {
+            continue;
+        }
+        if kept_out_by_sshd(&name, &sshd) {
             continue;
         }
         let keys_command = sshd
@@ -1147,6 +1224,46 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].level, Level::Ok);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn accounts_sshd_keeps_out_are_not_lockouts() {
+        let sshd = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(sshd_glob(b"svc-*", b"svc-backup"));
+        assert!(sshd_glob(b"b?b", b"bob"));
+        assert!(!sshd_glob(b"b?b", b"bobb"));
+        assert!(!sshd_glob(b"alice", b"alice2"));
+        assert!(!kept_out_by_sshd("alice", &sshd(&[])));
+        assert!(kept_out_by_sshd(
+            "svc-backup",
+            &sshd(&[("denyusers", "nobody svc-*")])
+        ));
+        // A host part: sshd decides by the client's address, so the account stays.
+        assert!(!kept_out_by_sshd(
+            "alice",
+            &sshd(&[("denyusers", "alice@10.0.0.1")])
+        ));
+        assert!(kept_out_by_sshd(
+            "carol",
+            &sshd(&[("allowusers", "alice bob@10.*")])
+        ));
+        assert!(!kept_out_by_sshd(
+            "bob",
+            &sshd(&[("allowusers", "alice bob@10.*")])
+        ));
+        // root is in group root (gid 0) on every host.
+        assert!(kept_out_by_sshd("root", &sshd(&[("denygroups", "root")])));
+        assert!(!kept_out_by_sshd("root", &sshd(&[("allowgroups", "root")])));
+        assert!(!kept_out_by_sshd("root", &sshd(&[("allowgroups", "ro*")])));
+        assert!(!kept_out_by_sshd(
+            "root",
+            &sshd(&[("allowgroups", "no-such-group-anywhere")])
+        ));
     }
 
     #[test]
