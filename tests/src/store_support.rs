@@ -131,3 +131,37 @@ pub fn last_step(path: &Path, user: &str) -> Option<i64> {
     .ok()
     .flatten()
 }
+
+/// The `n`th SQL block of docs/STORE.md (0: SQLite, 1: PostgreSQL), as an admin
+/// would paste it.
+pub fn documented_query(n: usize) -> String {
+    let doc = std::fs::read_to_string(crate::workspace().join("docs/STORE.md")).unwrap();
+    doc.split("```sql\n")
+        .nth(n + 1)
+        .and_then(|block| block.split("```").next())
+        .unwrap_or_else(|| panic!("docs/STORE.md has no SQL block {n}"))
+        .to_string()
+}
+
+/// Checks the rows of [`documented_query`] (`|`-separated, as sqlite3 and psql's
+/// unaligned output print them): `locked` enrolled, used and locked from `source` now;
+/// `unused` enrolled, never used, locked from nowhere; nobody else.
+pub fn assert_documented_rows(text: &str, locked: &str, source: &str, unused: &str) {
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    // "2026-12-03 20:50:00" (sqlite3), with "+00" after it (psql).
+    let stamp = |s: &str| s.len() >= 19 && s.as_bytes()[4] == b'-' && s.as_bytes()[13] == b':';
+    let (first, second) = (&rows[0], &rows[1]);
+    assert!(
+        first[..2] == [locked, "default"]
+            && stamp(first[2])
+            && stamp(first[3])
+            && first[4] == source
+            && stamp(first[5]),
+        "{text}"
+    );
+    assert!(
+        second[..2] == [unused, "default"] && stamp(second[2]) && second[3..] == ["", "", ""],
+        "{text}"
+    );
+}

@@ -979,3 +979,24 @@ fn three_hosts_in_network_namespaces() {
         "/run/netns was left behind"
     );
 }
+
+/// docs/STORE.md's PostgreSQL query, pasted into psql on the fleet's database after
+/// logins on two hosts: who is enrolled, since when, last used, locked from where.
+#[test]
+fn the_documented_query_reads_the_fleet_store() {
+    let build = pg_build_or_skip!();
+    let fleet = Fleet::new("fleet-query", build, "[throttle]\nmax_failures = 2\n");
+    let admin_config = fleet.admin_config();
+    fleet.enroll(&admin_config, "alice", SECRET);
+    fleet.enroll(&admin_config, "bob", SECRET_BOB);
+    wait_for_fresh_step(30, 5);
+    let ok = fleet.login("fleet", "alice", "198.51.100.1", &code(SECRET, 0));
+    assert!(ok.is("PAM_SUCCESS"), "{ok:?}");
+    for _ in 0..2 {
+        let r = fleet.login("fleet", "alice", "203.0.113.9", "000000");
+        assert!(r.is("PAM_AUTH_ERR"), "{r:?}");
+    }
+    let query = pam_totp_tests::store_support::documented_query(1);
+    let text = fleet.pg.sql_in("pam_totp", &query);
+    pam_totp_tests::store_support::assert_documented_rows(&text, "alice", "203.0.113.9", "bob");
+}

@@ -727,3 +727,33 @@ fn host_etc_is_untouched() {
         .collect();
     assert_eq!(before, after);
 }
+
+/// docs/STORE.md's query, pasted into sqlite3 on the store a login wrote: who is
+/// enrolled, since when, last used, and the source alice is locked from now.
+#[test]
+fn the_documented_query_reads_the_store() {
+    let (sb, _) = world("query", "[throttle]\nmax_failures = 2\n");
+    sb.enroll("carol", SECRET);
+    wait_for_fresh_step(30, 5);
+    let ok = login(&sb, "alice", "198.51.100.1", &code(SECRET, 0));
+    assert!(ok.auth_is("PAM_SUCCESS"), "{ok:?}");
+    for _ in 0..2 {
+        let r = login(&sb, "alice", "203.0.113.9", "000000");
+        assert!(r.auth_is("PAM_AUTH_ERR"), "{r:?}");
+    }
+    let query = pam_totp_tests::store_support::documented_query(0);
+    let out = sb
+        .command("sqlite3")
+        .arg("-readonly")
+        .arg(sb.store_path())
+        .arg(&query)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pam_totp_tests::store_support::assert_documented_rows(&text, "alice", "203.0.113.9", "carol");
+}
