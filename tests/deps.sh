@@ -14,6 +14,9 @@ PACKAGES=(
     rpm rpm2cpio cpio dpkg-dev binutils libpam-google-authenticator libpam-oath valgrind
     postgresql openssl sudo lintian openvpn ca-certificates curl
 )
+# The QR screen tests (tests/tests/qr_screens.rs): an X server, xterm with a TrueType
+# and a bitmap font, screenshots (import) and a QR code reader (zbarimg).
+PACKAGES+=(xvfb xterm fonts-dejavu-core xfonts-base imagemagick zbar-tools)
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg-query -W -f '${Status}\n' "$package" 2>/dev/null | grep -q ' installed$' ||

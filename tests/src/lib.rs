@@ -572,37 +572,85 @@ pub fn feed(cmd: &mut Command, stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Draws QR half-block lines (colour escapes stripped) into a grey image, one character
-/// 1 pixel wide and 2 tall, scaled up, and decodes it. On a dark terminal (`blocks_are_light`) a block is
-/// a light module; on a light terminal a dark one.
-pub fn decode_qr(lines: &[String], blocks_are_light: bool) -> String {
+/// The lines of `text` that draw a QR code: at least 20 cells of nothing but spaces and
+/// half blocks, with or without colour escapes.
+pub fn qr_code_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| {
+            let shown = admin_support::strip_ansi(l);
+            shown.chars().count() > 20 && shown.chars().all(|c| " █▀▄".contains(c))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// One character cell as a screen shows it: the colours of its upper and lower halves
+/// (`true` is light). Cells the escapes leave uncoloured take the terminal's own
+/// (`on_dark`) colours; of the 256-colour escapes 231 is white and 16 black.
+fn qr_cells(line: &str, on_dark: bool) -> Vec<(bool, bool)> {
+    let (mut fg, mut bg) = (None, None);
+    let mut cells = Vec::new();
+    let mut rest = line;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("\x1b[") {
+            let end = after.find('m').expect("an SGR sequence");
+            let params: Vec<&str> = after[..end].split(';').collect();
+            match params[..] {
+                ["0"] | [""] => (fg, bg) = (None, None),
+                ["38", "5", f, "48", "5", b] => (fg, bg) = (Some(f == "231"), Some(b == "231")),
+                ["48", "5", b] => bg = Some(b == "231"),
+                _ => panic!("unexpected escape {params:?} in the QR code"),
+            }
+            rest = &after[end + 1..];
+            continue;
+        }
+        let back = bg.unwrap_or(!on_dark);
+        let fore = fg.unwrap_or(on_dark);
+        cells.push(match c {
+            ' ' => (back, back),
+            '█' => (fore, fore),
+            '▀' => (fore, back),
+            '▄' => (back, fore),
+            '\r' => {
+                rest = &rest[1..];
+                continue;
+            }
+            other => panic!("unexpected character {other:?} in the QR code"),
+        });
+        rest = &rest[c.len_utf8()..];
+    }
+    cells
+}
+
+/// Paints QR code lines as a terminal shows them, one character 1 pixel wide and 2
+/// tall, scaled up, and decodes the image. `on_dark`: the terminal's background is dark
+/// (where the lines set no colours of their own, blocks then show light).
+pub fn decode_qr(lines: &[String], on_dark: bool) -> String {
     const SCALE: usize = 4;
-    let rows: Vec<Vec<char>> = lines
-        .iter()
-        .map(|l| admin_support::strip_ansi(l).chars().collect())
-        .collect();
+    let rows: Vec<Vec<(bool, bool)>> = lines.iter().map(|l| qr_cells(l, on_dark)).collect();
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
     assert!(width > 20, "no QR code lines: {lines:?}");
     let height = rows.len() * 2;
-    let module = |x: usize, y: usize| -> bool {
-        let c = rows[y / 2].get(x).copied().unwrap_or(' ');
-        let upper = y & 1 == 0;
-        let block = match c {
-            '█' => true,
-            '▀' => upper,
-            '▄' => !upper,
-            ' ' => false,
-            other => panic!("unexpected character {other:?} in the QR code"),
-        };
-        block == blocks_are_light
-    };
-    // A light margin around it, as a screen would show.
+    // A margin of the terminal's background around it, as a screen would show.
     let margin = 4;
     let (w, h) = (width + 2 * margin, height + 2 * margin);
     let mut image = rqrr::PreparedImage::prepare_from_greyscale(w * SCALE, h * SCALE, |x, y| {
         let (x, y) = (x / SCALE, y / SCALE);
         let inside = x >= margin && y >= margin && x < width + margin && y < height + margin;
-        if !inside || module(x - margin, y - margin) {
+        let light = if inside {
+            let (upper, lower) = rows[(y - margin) / 2]
+                .get(x - margin)
+                .copied()
+                .unwrap_or((!on_dark, !on_dark));
+            if (y - margin) % 2 == 0 {
+                upper
+            } else {
+                lower
+            }
+        } else {
+            !on_dark
+        };
+        if light {
             255
         } else {
             0

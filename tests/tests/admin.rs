@@ -85,6 +85,7 @@ fn self_enrollment_end_to_end() {
             ("TA_USER", "alice"),
             ("TA_BIN", w.bin.to_str().unwrap()),
             ("TA_PASSWORD", PASSWORD),
+            ("TERM", "xterm"),
         ],
     );
     assert_eq!(run.code, 0, "expect failed: {}{}", run.stdout, run.stderr);
@@ -109,14 +110,12 @@ fn self_enrollment_end_to_end() {
     assert!(uri.contains(&format!("secret={key}&")), "{uri}");
     assert!(uri.contains("alice%40"), "{uri}");
 
-    // The QR code, forced black on white, decodes to the URI printed beside it.
-    let qr: Vec<String> = run
-        .stdout
-        .lines()
-        .filter(|l| l.contains("\x1b[38;5;16;48;5;231m"))
-        .map(str::to_string)
-        .collect();
+    // The QR code, in black and white background colours, decodes to the URI printed
+    // beside it, on either background.
+    let qr = qr_code_lines(&run.stdout);
     assert!(qr.len() > 20, "a QR code was drawn: {}", run.stdout);
+    assert!(qr.iter().all(|l| l.contains("\x1b[")), "{qr:?}");
+    assert_eq!(decode_qr(&qr, true), uri);
     assert_eq!(decode_qr(&qr, false), uri);
 
     // Codes are typed with echo off and never printed: the tool's output (all but the

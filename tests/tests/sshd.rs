@@ -272,9 +272,9 @@ fn shown(session: &Session) -> Shown {
             .position(|l| l.contains(needle))
             .unwrap_or_else(|| panic!("no {needle:?} in:\n{}", session.text))
     };
-    let scan = at("Scan this QR code with an authenticator app:");
+    let drawn = at("If it does not scan, type the key below");
     let key_at = at("Or enter this key: ");
-    let qr = lines[scan + 1..key_at]
+    let qr = lines[drawn + 1..key_at]
         .iter()
         .map(|l| l.to_string())
         .collect();
@@ -315,6 +315,18 @@ fn check_shown(session: &Session, shown: &Shown, blocks_are_light: bool, codes: 
     assert!(
         !session.text.contains('\u{1b}') && !session.text.contains("\\033"),
         "escape sequences reached the client:\n{}",
+        session.text
+    );
+    // Drawn without colours for one background, which the text before it names, with
+    // the way out when the user's terminal has the other.
+    let background = if blocks_are_light { "dark" } else { "light" };
+    assert!(
+        session.text.contains(&format!(
+            "Scan this QR code with an authenticator app (drawn for a terminal with a {background} background)."
+        )) && session
+            .text
+            .contains("If it does not scan, type the key below into your app."),
+        "{}",
         session.text
     );
     assert_eq!(decode_qr(&shown.qr, blocks_are_light), shown.uri);

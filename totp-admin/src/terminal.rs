@@ -172,3 +172,22 @@ impl Drop for EchoOff {
 pub fn say(text: &str) -> Result<()> {
     show(&format!("{text}\n"))
 }
+
+/// The size (columns, rows) of the terminal on standard output, when standard output is
+/// a terminal that takes colour escapes (`TERM` set and not `dumb`); else `None`, and
+/// nothing printed may hold an escape sequence. A terminal that reports no size gives
+/// `(0, 0)`.
+pub fn colour_terminal_size() -> Option<(usize, usize)> {
+    let term = std::env::var("TERM").ok()?;
+    if term.is_empty() || term == "dumb" {
+        return None;
+    }
+    // SAFETY: winsize is plain old data; all zeroes is a valid value.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize through the pointer, which points to ours;
+    // it fails (ENOTTY) when standard output is not a terminal.
+    if unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut size) } != 0 {
+        return None;
+    }
+    Some((usize::from(size.ws_col), usize::from(size.ws_row)))
+}

@@ -8,7 +8,7 @@
 use super::handle::{Handle, Style};
 use super::CODE_PROMPT;
 use crate::auth::{DenyReason, Login, Method, Outcome};
-use crate::config::Config;
+use crate::config::{Config, QrStyle};
 use crate::enroll::{self, NewFactor};
 use crate::log::login_fields;
 use crate::otp::grouped_base32;
@@ -52,11 +52,23 @@ pub fn enroll_at_login(handle: &Handle, config: &Config, login: &Login<'_>) -> O
         Err(e) => return Outcome::Unavailable(format!("cannot generate a key: {e}")),
     };
     let key = grouped_base32(&factor.secret);
-    let mut lines = vec![
-        "Two-factor authentication is required for this account. Set it up now.".to_string(),
-        "Scan this QR code with an authenticator app:".to_string(),
-    ];
-    lines.extend(qr_lines(&factor.uri, config.enroll.qr));
+    let mut lines =
+        vec!["Two-factor authentication is required for this account. Set it up now.".to_string()];
+    let qr = qr_lines(&factor.uri, config.enroll.qr);
+    // No colours can reach an SSH client: the drawing suits one background only, so say
+    // which, and where to turn when the user's terminal has the other.
+    let background = match config.enroll.qr {
+        QrStyle::DarkTerminal => "dark",
+        QrStyle::LightTerminal => "light",
+        QrStyle::None => "",
+    };
+    if !qr.is_empty() {
+        lines.push(format!(
+            "Scan this QR code with an authenticator app (drawn for a terminal with a {background} background)."
+        ));
+        lines.push("If it does not scan, type the key below into your app.".to_string());
+        lines.extend(qr);
+    }
     let key_line = zeroize::Zeroizing::new(format!("Or enter this key: {}", key.as_str()));
     let uri_line = zeroize::Zeroizing::new(format!("URI: {}", factor.uri.as_str()));
     let shown = lines
