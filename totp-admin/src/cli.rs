@@ -29,9 +29,10 @@ pub enum Command {
     Enroll(EnrollArgs),
     /// Show whether a user is enrolled, their policy and lockout
     Status(UserArg),
-    /// Remove your own second factor (asks for a current code or a recovery code)
-    Disable,
-    /// Remove a user's factor, recovery codes and lockouts (root)
+    /// Remove your own second factors, or one of them (asks for a current code or a
+    /// recovery code)
+    Disable(DisableArgs),
+    /// Remove a user's factors (or one of them), recovery codes and lockouts (root)
     Reset(ResetArgs),
     /// Clear a user's failed-attempt lockouts (root)
     Unlock(RequiredUser),
@@ -99,6 +100,11 @@ pub struct EnrollArgs {
     #[arg(long, short = 'u', value_name = "USER")]
     pub user: Option<String>,
 
+    /// The factor's name: add another one (phone, yubikey, spare) beside the first,
+    /// which is named "default"
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
     /// Activate a known base32 key read from standard input, without confirmation (root)
     #[arg(long)]
     pub secret_stdin: bool,
@@ -113,10 +119,21 @@ pub struct EnrollArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DisableArgs {
+    /// Remove only this factor (default: every factor and the recovery codes)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ResetArgs {
     /// The user
     #[arg(long, short = 'u', value_name = "USER")]
     pub user: String,
+
+    /// Remove only this factor (default: every factor, the recovery codes and lockouts)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 
     /// Also end the user's running sessions (lost or stolen phone)
     #[arg(long)]
@@ -145,6 +162,11 @@ pub struct PolicySetArgs {
     /// Apply to the members of this group instead of the whole host
     #[arg(long, short = 'g', value_name = "GROUP")]
     pub group: Option<String>,
+
+    /// Go ahead even when accounts that can log in today would be refused from now on
+    /// (not enrolled, not exempt, no grace period)
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]
