@@ -271,8 +271,8 @@ pub fn set(ctx: &Ctx, args: &PolicySetArgs) -> Result<()> {
 /// The accounts that can log in today (a login shell and a password or an authorized
 /// key, root and the caller included) that `after` makes mandatory, `before` did not,
 /// and that are not enrolled: from now on they are refused at login. None when `after`
-/// has a grace period or enrollment at login, which let them enroll instead. Each with
-/// a note when it is root or the caller.
+/// has a grace period or enrollment at login, which let them enroll instead. The
+/// caller's own account is marked "(you)".
 fn refused_from_now_on(ctx: &Ctx, before: &Config, after: &Config) -> Result<Vec<String>> {
     if after.policy.grace_period.secs() > 0 || after.policy.enroll_at_login {
         return Ok(Vec::new());
@@ -284,11 +284,12 @@ fn refused_from_now_on(ctx: &Ctx, before: &Config, after: &Config) -> Result<Vec
         .filter(|u| !u.factors.is_empty())
         .map(|u| u.user)
         .collect();
-    let caller = ctx
+    // Who ran it: the account logged in (under sudo, the admin's own), else root.
+    let you = ctx
         .caller
         .login_uid
         .and_then(|uid| account::lookup_uid(uid).ok().flatten())
-        .map(|a| a.name);
+        .map_or_else(|| ctx.caller.name().to_string(), |a| a.name);
     let mut refused = Vec::new();
     for typed in accounts_that_log_in() {
         let Some(account) = account::canonical_account(&typed)? else {
@@ -303,13 +304,7 @@ fn refused_from_now_on(ctx: &Ctx, before: &Config, after: &Config) -> Result<Vec
         {
             continue;
         }
-        let note = if name == "root" {
-            " (root)"
-        } else if caller.as_deref() == Some(name.as_str()) || name == ctx.caller.name() {
-            " (you)"
-        } else {
-            ""
-        };
+        let note = if name == you { " (you)" } else { "" };
         refused.push((name, note));
     }
     Ok(refused
