@@ -243,6 +243,35 @@ mod tests {
     }
 
     #[test]
+    fn factor_names_and_yes() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["totp-admin"], args].concat());
+        let Command::Enroll(e) = parse(&["enroll", "--name", "yubikey"]).unwrap().command else {
+            panic!("enroll")
+        };
+        assert_eq!(e.name.as_deref(), Some("yubikey"));
+        let Command::Disable(d) = parse(&["disable", "--name", "phone"]).unwrap().command else {
+            panic!("disable")
+        };
+        assert_eq!(d.name.as_deref(), Some("phone"));
+        let Command::Reset(r) = parse(&["reset", "-u", "alice", "--name", "x"])
+            .unwrap()
+            .command
+        else {
+            panic!("reset")
+        };
+        assert_eq!((r.user.as_str(), r.name.as_deref()), ("alice", Some("x")));
+        let Command::Policy(PolicyCommand::Set(p)) =
+            parse(&["policy", "set", "--mandatory", "--yes"])
+                .unwrap()
+                .command
+        else {
+            panic!("policy set")
+        };
+        assert!(p.yes && p.mandatory);
+        assert!(parse(&["disable"]).is_ok());
+    }
+
+    #[test]
     fn policy_set_needs_a_level() {
         assert!(Cli::try_parse_from(["totp-admin", "policy", "set"]).is_err());
         assert!(
