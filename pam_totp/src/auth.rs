@@ -175,6 +175,30 @@ pub enum Notice {
     Error(String),
 }
 
+/// What the user is told when an answer is refused, so that they know it was the code
+/// (and not the password before it) and what to do. Over SSH this is what the user
+/// reads: sshd sends it with the failure, before the client asks again.
+pub fn notice_after_answer(outcome: &Outcome) -> Option<Notice> {
+    let Outcome::Denied(reason) = outcome else {
+        return None;
+    };
+    let text = match reason {
+        DenyReason::WrongCode | DenyReason::Malformed => "Wrong verification code.".to_string(),
+        DenyReason::Replayed => "This code was already used; wait for the next one.".to_string(),
+        DenyReason::Throttled { wait_secs } => {
+            format!("Too many failed attempts: try again in {wait_secs} s.")
+        }
+        DenyReason::PromptTimedOut => {
+            "The code came too late; log in again and type a current one.".to_string()
+        }
+        DenyReason::FactorChanged => {
+            "Your second factor was changed during the login; log in again.".to_string()
+        }
+        _ => return None,
+    };
+    Some(Notice::Error(text))
+}
+
 /// What the login does next, once the policy and the store have been consulted.
 #[derive(Debug)]
 pub enum Next {
@@ -223,13 +247,9 @@ pub fn start_login(
         // checked is decided again, atomically, when it arrives.
         if let Some(wait_secs) = throttle::wait_secs(state.pair, state.user, now, &config.throttle)
         {
-            let notice = Notice::Error(format!(
-                "Too many failed attempts: try again in {wait_secs} s."
-            ));
-            return Ok(Next::Done(
-                Outcome::Denied(DenyReason::Throttled { wait_secs }),
-                Some(notice),
-            ));
+            let outcome = Outcome::Denied(DenyReason::Throttled { wait_secs });
+            let notice = notice_after_answer(&outcome);
+            return Ok(Next::Done(outcome, notice));
         }
         let challenge = Challenge {
             factors: state.factors,

@@ -118,6 +118,28 @@ pub fn confirmation_step(
     }
 }
 
+/// The longest factor name.
+pub const MAX_FACTOR_NAME: usize = 32;
+
+/// Checks a factor name (`phone`, `yubikey`, `spare-2`): 1 to [`MAX_FACTOR_NAME`]
+/// letters, digits, `.`, `_` or `-`, not starting with `-` or `.`. Names are typed in
+/// commands and printed in tables and logs: nothing else is needed, nothing else
+/// allowed.
+pub fn check_factor_name(name: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if name.is_empty()
+        || name.len() > MAX_FACTOR_NAME
+        || !name.bytes().all(allowed)
+        || name.starts_with(['-', '.'])
+    {
+        return Err(format!(
+            "factor name {name:?} is not allowed: use 1 to {MAX_FACTOR_NAME} letters, digits, \
+             '.', '_' or '-', not starting with '-' or '.' (e.g. phone, yubikey, spare-2)"
+        ));
+    }
+    Ok(())
+}
+
 /// Recovery codes to show once, and their hashes to store.
 pub fn recovery_codes(count: u32) -> std::io::Result<(Vec<Zeroizing<String>>, Vec<HashedCode>)> {
     let codes = recovery::generate(count)?;
@@ -170,6 +192,32 @@ mod tests {
             "bastion",
             SecretKey::from_bytes(b"12345678901234567890".to_vec()),
         )
+    }
+
+    #[test]
+    fn factor_names() {
+        for ok in [
+            "default",
+            "phone",
+            "yubikey",
+            "spare-2",
+            "A.b_c",
+            &"x".repeat(32),
+        ] {
+            assert!(check_factor_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-x",
+            ".x",
+            "a b",
+            "ph/one",
+            "é",
+            "a\nb",
+            &"x".repeat(33),
+        ] {
+            assert!(check_factor_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

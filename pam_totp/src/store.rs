@@ -50,6 +50,10 @@ pub const SCHEMA_VERSION: i64 = 3;
 /// The name of a user's first factor.
 pub const DEFAULT_FACTOR: &str = "default";
 
+/// The most factors one user may have; an enrollment beyond is refused
+/// ([`StoreError::TooManyFactors`]), checked in the enrollment's transaction.
+pub const MAX_FACTORS: usize = 8;
+
 /// One enrolled factor.
 #[derive(Debug, Clone)]
 pub struct Factor {
@@ -98,6 +102,14 @@ pub enum StepOutcome {
 pub enum EnrollMode {
     /// Refused with [`StoreError::Exists`] when the user has a factor of that name.
     New,
+    /// A first factor, which a password alone may allow: refused when the user has any
+    /// factor ([`StoreError::Exists`] for one of that name, else
+    /// [`StoreError::FactorsChanged`]).
+    First,
+    /// Another factor, after the caller proved a code or recovery code of the user's:
+    /// refused when the user has a factor of that name, or none any more (removed
+    /// while the caller was typing: [`StoreError::FactorsChanged`]).
+    Another,
     /// Replaces the factor of that name, keeping its last accepted step. `expected`:
     /// the id of the factor the caller proved possession of; refused with
     /// [`StoreError::Exists`] when the current factor is another one (or none). `None`:
@@ -162,6 +174,11 @@ pub enum StoreError {
     /// The host key: missing, unreadable, insecure, or not the key the factors were
     /// sealed with.
     KeyFile(PathBuf, String),
+    /// An enrollment of a new name for a user who has [`MAX_FACTORS`] already.
+    TooManyFactors { user: String },
+    /// An enrollment whose premise no longer holds: `First` for a user enrolled
+    /// meanwhile, `Another` for a user whose factors were all removed meanwhile.
+    FactorsChanged { user: String },
 }
 
 impl fmt::Display for StoreError {
@@ -196,6 +213,14 @@ impl fmt::Display for StoreError {
                 write!(f, "a factor named {name} was enrolled for {user} meanwhile")
             }
             StoreError::KeyFile(p, why) => write!(f, "store key {}: {why}", p.display()),
+            StoreError::TooManyFactors { user } => write!(
+                f,
+                "{user} has {MAX_FACTORS} factors, the most a user may have: remove one first"
+            ),
+            StoreError::FactorsChanged { user } => write!(
+                f,
+                "the factors of {user} were changed meanwhile: nothing was written"
+            ),
         }
     }
 }
@@ -258,6 +283,40 @@ pub trait Store {
     /// Writes a copied user's factors and recovery codes, replacing factors of the same
     /// names; a later last step already recorded here is kept.
     fn import(&self, user: &EnrolledUser) -> Result<()>;
+}
+
+/// Whether an enrollment of the factor `name` may be written, inside the backend's
+/// transaction: `current` is the id of the user's factor of that name, `count` how
+/// many factors the user has. The one rule both backends apply.
+pub(crate) fn check_enrollment(
+    user: &str,
+    name: &str,
+    mode: EnrollMode,
+    current: Option<i64>,
+    count: usize,
+) -> Result<()> {
+    let exists = || StoreError::Exists {
+        user: user.to_string(),
+        name: name.to_string(),
+    };
+    let changed = || StoreError::FactorsChanged {
+        user: user.to_string(),
+    };
+    match mode {
+        EnrollMode::New | EnrollMode::First | EnrollMode::Another if current.is_some() => {
+            return Err(exists())
+        }
+        EnrollMode::First if count > 0 => return Err(changed()),
+        EnrollMode::Another if count == 0 => return Err(changed()),
+        EnrollMode::Replace { expected: Some(id) } if current != Some(id) => return Err(exists()),
+        _ => {}
+    }
+    if current.is_none() && count >= MAX_FACTORS {
+        return Err(StoreError::TooManyFactors {
+            user: user.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks that the store and its directory are root's alone. A missing file is reported

@@ -22,8 +22,8 @@ use crate::recovery::{self, HashedCode};
 use crate::secret::SecretKey;
 use crate::store::seal::{HostKey, Keyring};
 use crate::store::{
-    hashed_code, Attempt, EnrollMode, EnrolledUser, Enrollment, Factor, FactorSummary, LoginState,
-    Result, StepOutcome, Store, StoreError, UserSummary, DEFAULT_FACTOR,
+    check_enrollment, hashed_code, Attempt, EnrolledUser, Enrollment, Factor, FactorSummary,
+    LoginState, Result, StepOutcome, Store, StoreError, UserSummary, DEFAULT_FACTOR,
 };
 use crate::throttle::{self, PairFailures, UserFailures};
 use rustls::pki_types::pem::PemObject;
@@ -1353,17 +1353,38 @@ impl Store for PgStore {
             .map(|codes| codes.iter().map(|c| (c.clone(), None)).collect());
         self.transaction(move |c| {
             Box::pin(async move {
+                // The user's row first, locked, as every writer of the user's rows
+                // does: two enrollments of one user then count the factors in turn.
+                query(
+                    c,
+                    r#"INSERT INTO pam_totp.users ("user") VALUES ($1) ON CONFLICT ("user") DO NOTHING"#,
+                    &[text(&user)],
+                )
+                .await?;
+                query(
+                    c,
+                    r#"SELECT 1 FROM pam_totp.users WHERE "user" = $1 FOR UPDATE"#,
+                    &[text(&user)],
+                )
+                .await?;
                 let current = current_factor(c, &user, &name).await?;
-                let refused = match (mode, current) {
-                    (EnrollMode::New, Some(_)) => true,
-                    (EnrollMode::Replace { expected: Some(id) }, cur) => {
-                        cur.map(|(cur, _)| cur) != Some(id)
-                    }
-                    _ => false,
+                let count = query(
+                    c,
+                    r#"SELECT count(*) FROM pam_totp.factors WHERE "user" = $1"#,
+                    &[text(&user)],
+                )
+                .await?;
+                let count: i64 = match count.first() {
+                    Some(r) => get(r, 0)?,
+                    None => 0,
                 };
-                if refused {
-                    return Err(StoreError::Exists { user, name }.into());
-                }
+                check_enrollment(
+                    &user,
+                    &name,
+                    mode,
+                    current.map(|(id, _)| id),
+                    usize::try_from(count).unwrap_or(usize::MAX),
+                )?;
                 // A replacement keeps the old factor's last step, and any factor starts
                 // after the steps of the user's removed ones.
                 let mut last_step = confirmed.max(retired_step(c, &user).await?);

@@ -470,6 +470,20 @@ impl Sandbox {
             .collect()
     }
 
+    /// Adds the factor `name` with the base32 `secret` beside the user's others (root,
+    /// `enroll --secret-stdin --name`).
+    pub fn add_factor(&self, user: &str, name: &str, secret: &str) {
+        let out = self.admin(
+            &["enroll", "--user", user, "--secret-stdin", "--name", name],
+            secret,
+        );
+        assert!(
+            out.status.success(),
+            "enroll {user} --name {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Writes a PAM service file `name` for pam_wrapper with `lines` (use `{module}` and
     /// `{config}` as placeholders) and returns the service directory.
     pub fn service(&self, name: &str, lines: &str) -> PathBuf {

@@ -520,8 +520,17 @@ fn policy_set_keeps_comments_owner_and_mode() {
     let status = w.as_root(&["status", "--user", "bob", "--json"], "");
     assert!(status.json_has("policy", "\"optional\""), "{status:?}");
 
-    w.as_root(&["policy", "set", "--mandatory", "--group", "admins"], "")
-        .assert_ok();
+    // bob, in admins, is not enrolled: refused from now on, so --yes is needed.
+    let unsure = w.as_root(&["policy", "set", "--mandatory", "--group", "admins"], "");
+    assert_eq!(unsure.code, 1, "{unsure:?}");
+    assert!(unsure.stderr.contains("    bob\n"), "{unsure:?}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    let sure = w.as_root(
+        &["policy", "set", "--mandatory", "--group", "admins", "--yes"],
+        "",
+    );
+    sure.assert_ok();
+    assert!(sure.stdout.contains("    bob\n"), "{sure:?}");
     let after = std::fs::read_to_string(&path).unwrap();
     assert!(after.contains("mandatory_groups = [\"admins\"]"), "{after}");
     let comments = |t: &str| {
@@ -548,7 +557,8 @@ fn policy_set_keeps_comments_owner_and_mode() {
         "{show:?}"
     );
 
-    w.as_root(&["policy", "set", "--mandatory"], "").assert_ok();
+    w.as_root(&["policy", "set", "--mandatory", "--yes"], "")
+        .assert_ok();
     w.as_root(&["policy", "set", "--optional"], "").assert_ok();
     w.as_root(&["policy", "set", "--optional", "--group", "admins"], "")
         .assert_ok();
@@ -1348,4 +1358,300 @@ fn aliases_act_on_the_canonical_account() {
         .assert_ok();
     w.as_user("bob", &["status", "--user", "alias"], "")
         .assert_refused("your own account");
+}
+
+/// Adding a factor to one's own enrolled account: with a current code of a factor the
+/// user has, never with a password or a wrong code; the key shown, confirmed with a
+/// code of the new key. Drives `enroll --name yubikey` with `expect`.
+const SECOND_FACTOR_SCRIPT: &str = r#"
+set timeout 30
+spawn setpriv --reuid=$env(TA_USER) --regid=$env(TA_USER) --init-groups -- $env(TA_BIN) enroll --name yubikey --qr none
+expect {
+    "type a code of it to add another one" {}
+    timeout { exit 10 }
+    eof { exit 11 }
+}
+expect {
+    "(or a recovery code): " { send "[exec oathtool --totp -b $env(TA_SECRET)]\r" }
+    timeout { exit 12 }
+    eof { exit 13 }
+}
+expect {
+    -re {Key: ([A-Z2-7 ]+)\r?\n} { set key [string map {" " ""} $expect_out(1,string)] }
+    timeout { exit 14 }
+    eof { exit 15 }
+}
+expect {
+    "Code: " { send "[exec oathtool --totp -b $key]\r" }
+    timeout { exit 16 }
+}
+expect {
+    eof {}
+    timeout { exit 17 }
+}
+set result [wait]
+puts "\nEXPECT-KEY: $key"
+exit [lindex $result 3]
+"#;
+
+/// The factors' names in `status --json` (or the first user of `list --json`); each
+/// factor has its `created` and `last_used` fields.
+fn factor_names(json: &str) -> Vec<String> {
+    let start = json.find("\"factors\":[").expect("factors") + "\"factors\":[".len();
+    let list = &json[start..start + json[start..].find(']').unwrap()];
+    list.split("},")
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            assert!(
+                f.contains("\"created\":") && f.contains("\"last_used\":"),
+                "{f}"
+            );
+            let name = &f[f.find("\"name\":\"").unwrap() + 8..];
+            name[..name.find('"').unwrap()].to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_user_adds_a_second_factor_with_a_code_of_the_first() {
+    let w = world("admin-second-factor", "");
+    let recovery = w.sb.enroll("alice", SECRET);
+    // A password, a wrong code: no factor is added, no key is shown.
+    let run = w.as_user(
+        "alice",
+        &["enroll", "--name", "yubikey", "--qr", "none"],
+        &format!("{PASSWORD}\n000000\n111111\n"),
+    );
+    run.assert_refused("wrong code");
+    assert!(!run.stdout.contains("Key: "), "{run:?}");
+    // Without --name, over "default": refused as before, pointing to --name.
+    let run = w.as_user("alice", &["enroll", "--qr", "none"], "");
+    run.assert_refused("--name NAME");
+
+    wait_for_fresh_step(30, 15);
+    let run = w.expect(
+        SECOND_FACTOR_SCRIPT,
+        &[
+            ("TA_USER", "alice"),
+            ("TA_BIN", w.bin.to_str().unwrap()),
+            ("TA_SECRET", SECRET),
+        ],
+    );
+    assert_eq!(run.code, 0, "expect failed: {}{}", run.stdout, run.stderr);
+    let text = strip_ansi(&run.stdout);
+    assert!(text.contains("Your recovery codes are unchanged"), "{text}");
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("EXPECT-KEY: "))
+        .expect("key line")
+        .trim()
+        .to_string();
+
+    // Either factor's next code logs in, each once; the factors' steps are their own.
+    let yubikey = code(&key, 30);
+    assert!(login(&w, "alice", &yubikey).auth_is("PAM_SUCCESS"));
+    let again = login(&w, "alice", &yubikey);
+    assert!(again.auth_is("PAM_AUTH_ERR"), "{again:?}");
+    assert!(again.log_contains("code already used"), "{again:?}");
+    let default = code(SECRET, 30);
+    assert!(login(&w, "alice", &default).auth_is("PAM_SUCCESS"));
+    assert!(login(&w, "alice", &default).auth_is("PAM_AUTH_ERR"));
+
+    // status and list show both, with their times.
+    let status = w.as_user("alice", &["status", "--json"], "");
+    status.assert_ok();
+    assert_eq!(factor_names(&status.stdout), ["default", "yubikey"]);
+    for field in [
+        "user",
+        "enrolled",
+        "policy",
+        "reason",
+        "locked",
+        "recovery_codes_left",
+        "last_used",
+    ] {
+        assert!(
+            status.stdout.contains(&format!("\"{field}\":")),
+            "{status:?}"
+        );
+    }
+    assert!(status.json_has("recovery_codes_left", "10"), "{status:?}");
+    let table = w.as_user("alice", &["status"], "");
+    assert!(
+        table.stdout.contains("| factor ") && table.stdout.contains("yubikey"),
+        "{table:?}"
+    );
+    assert!(table.stdout.contains("last used (yubikey)"), "{table:?}");
+    let list = w.as_root(&["list", "--json"], "");
+    assert_eq!(factor_names(&list.stdout), ["default", "yubikey"]);
+    let list = w.as_root(&["list"], "");
+    assert!(
+        list.stdout.contains("| Factor ") && list.stdout.contains("yubikey"),
+        "{list:?}"
+    );
+
+    // disable --name removes that one (proved with a recovery code); the other stays.
+    let off = w.as_user(
+        "alice",
+        &["disable", "--name", "yubikey"],
+        &format!("{}\n", recovery[0]),
+    );
+    off.assert_ok();
+    assert!(off.stdout.contains("Removed the factor yubikey"), "{off:?}");
+    let status = w.as_user("alice", &["status", "--json"], "");
+    assert_eq!(factor_names(&status.stdout), ["default"]);
+    assert!(status.json_has("recovery_codes_left", "9"), "{status:?}");
+    let off = w.as_user(
+        "alice",
+        &["disable", "--name", "nosuch"],
+        &format!("{}\n", recovery[1]),
+    );
+    off.assert_refused("no factor named nosuch");
+}
+
+#[test]
+fn reset_by_name_limits_and_names() {
+    let w = world("admin-factor-limits", "");
+    const OTHER: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    w.sb.enroll("alice", SECRET);
+    let add = |name: &str| {
+        w.as_root(
+            &[
+                "enroll",
+                "--user",
+                "alice",
+                "--secret-stdin",
+                "--name",
+                name,
+            ],
+            OTHER,
+        )
+    };
+    // Names: short, plain, refused with what is allowed.
+    for bad in ["bad name", "../x", "ph\u{1b}[2Jone", "-x", &"y".repeat(33)] {
+        let run = w.as_root(
+            &[
+                "enroll",
+                "--user",
+                "alice",
+                "--secret-stdin",
+                &format!("--name={bad}"),
+            ],
+            OTHER,
+        );
+        run.assert_refused("is not allowed: use 1 to 32 letters, digits");
+        assert!(!run.stderr.contains('\x1b'), "{run:?}");
+    }
+    let spare = add("spare");
+    spare.assert_ok();
+    assert!(
+        spare.stdout.contains("recovery codes are unchanged"),
+        "{spare:?}"
+    );
+    add("spare").assert_refused("--replace");
+    for i in 3..=8 {
+        add(&format!("f{i}")).assert_ok();
+    }
+    // A 9th is refused, by root and by the user, before any key is shown.
+    add("ninth").assert_refused("has 8 factors, the most a user may have");
+    let run = w.as_user("alice", &["enroll", "--name", "ninth", "--qr", "none"], "");
+    run.assert_refused("the most a user may have");
+    assert!(!run.stdout.contains("Key: "), "{run:?}");
+    let status = w.as_root(&["status", "--user", "alice", "--json"], "");
+    assert_eq!(factor_names(&status.stdout).len(), 8);
+
+    // reset --name removes one; the others and the recovery codes stay.
+    let reset = w.as_root(&["reset", "--user", "alice", "--name", "spare"], "");
+    reset.assert_ok();
+    assert!(
+        reset
+            .stdout
+            .contains("Removed the factor spare of alice; 7 left"),
+        "{reset:?}"
+    );
+    w.as_root(&["reset", "--user", "alice", "--name", "spare"], "")
+        .assert_refused("no factor named spare");
+    let status = w.as_root(&["status", "--user", "alice", "--json"], "");
+    assert_eq!(factor_names(&status.stdout).len(), 7);
+    assert!(status.json_has("recovery_codes_left", "10"), "{status:?}");
+    wait_for_fresh_step(30, 5);
+    assert!(login(&w, "alice", &code(SECRET, 0)).auth_is("PAM_SUCCESS"));
+    // Removing the last one by name removes the recovery codes and lockouts too.
+    for i in 3..=8 {
+        w.as_root(
+            &["reset", "--user", "alice", "--name", &format!("f{i}")],
+            "",
+        )
+        .assert_ok();
+    }
+    let last = w.as_root(&["reset", "--user", "alice", "--name", "default"], "");
+    last.assert_ok();
+    assert!(last.stdout.contains("the last one"), "{last:?}");
+    let status = w.as_root(&["status", "--user", "alice", "--json"], "");
+    assert!(status.json_has("enrolled", "false"), "{status:?}");
+    assert!(status.json_has("recovery_codes_left", "0"), "{status:?}");
+}
+
+/// `policy set --mandatory` names the accounts that can log in today and would be
+/// refused from now on, root included, and changes nothing without `--yes`.
+#[test]
+fn policy_set_mandatory_names_who_would_be_refused() {
+    let w = world("admin-policy-yes", "");
+    let path = w.sb.config_path();
+    let before = std::fs::read_to_string(&path).unwrap();
+    // root can log in with a password in this sandbox.
+    let mut child =
+        w.sb.command("chpasswd")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+    {
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "root:{PASSWORD}").unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    w.sb.enroll("bob", SECRET);
+    // bob, the one member of admins, is enrolled: nobody is refused.
+    let group = w.as_root(&["policy", "set", "--mandatory", "--group", "admins"], "");
+    group.assert_ok();
+    assert!(!group.stdout.contains("refused"), "{group:?}");
+
+    let run = w.as_root(&["policy", "set", "--mandatory"], "");
+    assert_eq!(run.code, 1, "{run:?}");
+    let listed: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("    "))
+        .collect();
+    assert!(listed.contains(&"alice"), "{run:?}");
+    assert!(
+        listed.iter().any(|l| *l == "root" || *l == "root (you)"),
+        "{run:?}"
+    );
+    assert!(!listed.contains(&"bob"), "{run:?}");
+    assert!(
+        run.stderr.lines().last().unwrap().contains("add --yes"),
+        "{run:?}"
+    );
+    let after_group = std::fs::read_to_string(&path).unwrap();
+    assert!(!after_group.contains("mandatory = true"), "{after_group}");
+
+    // A grace period lets them enroll first: nobody is refused at once.
+    let graced = after_group.replace("[policy]", "[policy]\ngrace_period = \"3d\"");
+    let graced = if graced.contains("grace_period") {
+        graced
+    } else {
+        format!("{after_group}\n[policy]\ngrace_period = \"3d\"\n")
+    };
+    w.set_config(&graced);
+    w.as_root(&["policy", "set", "--mandatory"], "").assert_ok();
+    w.set_config(&after_group);
+
+    let yes = w.as_root(&["policy", "set", "--mandatory", "--yes"], "");
+    yes.assert_ok();
+    assert!(yes.stdout.contains("    alice\n"), "{yes:?}");
+    let status = w.as_root(&["status", "--user", "alice", "--json"], "");
+    assert!(status.json_has("policy", "\"mandatory\""), "{status:?}");
+    assert_ne!(std::fs::read_to_string(&path).unwrap(), before);
 }

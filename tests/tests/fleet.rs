@@ -202,6 +202,45 @@ impl Login {
     }
 }
 
+/// Several factors per user on PostgreSQL: a code of any logs in; the ninth is refused
+/// inside the enrollment's transaction.
+#[test]
+fn several_factors_and_their_limit() {
+    let build = pg_build_or_skip!();
+    let fleet = Fleet::new("fleet-factors", build, "");
+    let config = fleet.admin_config();
+    fleet.enroll(&config, "alice", SECRET);
+    let add = |name: &str, secret: &str| {
+        fleet.admin_with(
+            &config,
+            &[
+                "enroll",
+                "--user",
+                "alice",
+                "--secret-stdin",
+                "--name",
+                name,
+            ],
+            &format!("{secret}\n"),
+        )
+    };
+    for i in 2..=8 {
+        let secret = if i == 2 { SECRET_BOB } else { SECRET_CAROL };
+        assert_ok(&add(&format!("f{i}"), secret), "enroll --name");
+    }
+    let ninth = add("f9", SECRET);
+    assert_eq!(ninth.status.code(), Some(1), "{ninth:?}");
+    assert!(
+        String::from_utf8_lossy(&ninth.stderr).contains("the most a user may have"),
+        "{ninth:?}"
+    );
+    wait_for_fresh_step(30, 8);
+    let second = fleet.login("fleet", "alice", "198.51.100.1", &code(SECRET_BOB, 0));
+    assert!(second.is("PAM_SUCCESS"), "{second:?}");
+    let first = fleet.login("fleet", "alice", "198.51.100.1", &code(SECRET, 0));
+    assert!(first.is("PAM_SUCCESS"), "{first:?}");
+}
+
 #[test]
 fn one_enrollment_one_replay_state_one_throttle_across_hosts() {
     let build = pg_build_or_skip!();

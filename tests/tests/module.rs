@@ -757,3 +757,43 @@ fn the_documented_query_reads_the_store() {
     );
     pam_totp_tests::store_support::assert_documented_rows(&text, "alice", "203.0.113.9", "carol");
 }
+
+/// A second factor: a current code of either is accepted, each code once per factor;
+/// a refused code says why (the user cannot tell otherwise whether the password or the
+/// code failed).
+#[test]
+fn either_factor_passes_and_refusals_say_why() {
+    let (sb, _) = world("second-factor", "");
+    const OTHER: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    sb.add_factor("alice", "yubikey", OTHER);
+    wait_for_fresh_step(30, 8);
+    let yubikey = code(OTHER, 0);
+    let ok = login(&sb, "alice", "192.0.2.1", &yubikey);
+    assert!(ok.auth_is("PAM_SUCCESS"), "{ok:?}");
+    let replayed = login(&sb, "alice", "192.0.2.1", &yubikey);
+    assert!(replayed.auth_is("PAM_AUTH_ERR"), "{replayed:?}");
+    assert!(
+        replayed
+            .stdout
+            .contains("This code was already used; wait for the next one."),
+        "{}",
+        replayed.stdout
+    );
+    // The other factor's step is its own: its current code still passes.
+    let default = code(SECRET, 0);
+    let ok = login(&sb, "alice", "192.0.2.1", &default);
+    assert!(ok.auth_is("PAM_SUCCESS"), "{ok:?}");
+    let wrong = if default == "000000" || yubikey == "000000" {
+        "999999"
+    } else {
+        "000000"
+    };
+    let denied = login(&sb, "alice", "192.0.2.1", wrong);
+    assert!(denied.auth_is("PAM_AUTH_ERR"), "{denied:?}");
+    assert!(
+        denied.stdout.contains("Wrong verification code."),
+        "{}",
+        denied.stdout
+    );
+    assert!(denied.log_contains("reason=\"wrong code\""), "{denied:?}");
+}

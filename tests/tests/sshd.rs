@@ -138,12 +138,20 @@ fn password_and_code() {
         sshd.log()
     );
 
-    // The same code again is a replay; a wrong code fails.
-    for bad in [c.as_str(), wrong(&c)] {
+    // The same code again is a replay; a wrong code fails. The client shows why: sshd
+    // sends the module's message with the failure.
+    for (bad, why) in [
+        (
+            c.as_str(),
+            "This code was already used; wait for the next one.",
+        ),
+        (wrong(&c), "Wrong verification code."),
+    ] {
         let denied = password_login(&sshd, "alice", PASSWORD, bad);
         assert!(!denied.logged_in_as("alice"), "{}", denied.text);
         assert_eq!(denied.exit, Some(255), "{}", denied.text);
         assert!(denied.text.contains("Permission denied"), "{}", denied.text);
+        assert!(denied.text.contains(why), "{}", denied.text);
     }
     let log = module_log(&sshd);
     assert!(
@@ -170,6 +178,26 @@ fn password_and_code() {
     }
     drop(sshd);
     host.check();
+}
+
+/// A code of a second factor ("yubikey", beside "default") logs in over SSH.
+#[test]
+fn a_second_factor_logs_in() {
+    const OTHER: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let sb = Sandbox::new("ssh-second-factor");
+    sb.add_user("alice", PASSWORD, None, &[]);
+    sb.write_config("");
+    init_store(&sb);
+    sb.enroll("alice", SECRET);
+    sb.add_factor("alice", "yubikey", OTHER);
+    let sshd = Sshd::start(&sb, "keyboard-interactive", &example("sshd"));
+    wait_for_fresh_step(30, 8);
+    let ok = password_login(&sshd, "alice", PASSWORD, &code(OTHER, 0));
+    assert!(ok.logged_in_as("alice"), "{}", ok.text);
+    // The same code of that factor once more is a replay.
+    let again = password_login(&sshd, "alice", PASSWORD, &code(OTHER, 0));
+    assert!(!again.logged_in_as("alice"), "{}", again.text);
+    assert!(again.text.contains("already used"), "{}", again.text);
 }
 
 #[test]

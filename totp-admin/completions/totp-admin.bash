@@ -38,7 +38,7 @@ _totp_admin() {
     local i cmd="" sub=""
     for ((i = 1; i < cword; i++)); do
         case "${words[i]}" in
-            --config|--user|-u|--group|-g|--qr) ((i++)) ;;
+            --config|--user|-u|--group|-g|--qr|--name) ((i++)) ;;
             -*) ;;
             *)
                 if [[ -z $cmd ]]; then
@@ -56,25 +56,28 @@ _totp_admin() {
             COMPREPLY=($(compgen -W "enroll status disable reset unlock list recovery-codes policy import doctor store help --config --json --help --version" -- "$cur"))
             ;;
         enroll)
-            COMPREPLY=($(compgen -W "--user --secret-stdin --replace --qr $global" -- "$cur"))
+            COMPREPLY=($(compgen -W "--user --name --secret-stdin --replace --qr $global" -- "$cur"))
             ;;
         status|recovery-codes)
             COMPREPLY=($(compgen -W "--user $global" -- "$cur"))
             ;;
         reset)
-            COMPREPLY=($(compgen -W "--user --logout $global" -- "$cur"))
+            COMPREPLY=($(compgen -W "--user --name --logout $global" -- "$cur"))
             ;;
         unlock)
             COMPREPLY=($(compgen -W "--user $global" -- "$cur"))
             ;;
-        disable|list|doctor)
+        disable)
+            COMPREPLY=($(compgen -W "--name $global" -- "$cur"))
+            ;;
+        list|doctor)
             COMPREPLY=($(compgen -W "$global" -- "$cur"))
             ;;
         policy)
             case "$sub" in
                 "") COMPREPLY=($(compgen -W "show set" -- "$cur")) ;;
                 show) COMPREPLY=($(compgen -W "--user $global" -- "$cur")) ;;
-                set) COMPREPLY=($(compgen -W "--mandatory --optional --group $global" -- "$cur")) ;;
+                set) COMPREPLY=($(compgen -W "--mandatory --optional --group --yes $global" -- "$cur")) ;;
             esac
             ;;
         import)

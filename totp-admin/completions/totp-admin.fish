@@ -24,6 +24,7 @@ complete -c totp-admin -n "__fish_seen_subcommand_from enroll status reset unloc
 complete -c totp-admin -n "__fish_seen_subcommand_from enroll" -l secret-stdin -d 'Read a known base32 key from standard input (root)'
 complete -c totp-admin -n "__fish_seen_subcommand_from enroll" -l replace -d 'Replace the factor already enrolled'
 complete -c totp-admin -n "__fish_seen_subcommand_from enroll" -l qr -x -a 'color dark-terminal light-terminal none' -d 'QR code drawing'
+complete -c totp-admin -n "__fish_seen_subcommand_from enroll reset disable" -l name -x -d 'The factor (enroll: another one)'
 complete -c totp-admin -n "__fish_seen_subcommand_from reset" -l logout -d "Also end the user's sessions"
 
 complete -c totp-admin -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from show set" -a show -d 'Show the policy'
@@ -31,6 +32,7 @@ complete -c totp-admin -n "__fish_seen_subcommand_from policy; and not __fish_se
 complete -c totp-admin -n "__fish_seen_subcommand_from set" -l mandatory -d 'Require a second factor'
 complete -c totp-admin -n "__fish_seen_subcommand_from set" -l optional -d 'Do not require it'
 complete -c totp-admin -n "__fish_seen_subcommand_from set" -s g -l group -x -a '(__fish_complete_groups)' -d 'For this group only'
+complete -c totp-admin -n "__fish_seen_subcommand_from set" -l yes -d 'Go ahead even when accounts would be refused'
 
 complete -c totp-admin -n "__fish_seen_subcommand_from import; and not __fish_seen_subcommand_from google-authenticator" -a google-authenticator -d 'A ~/.google_authenticator file'
 complete -c totp-admin -n "__fish_seen_subcommand_from google-authenticator" -F

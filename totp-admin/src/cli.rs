@@ -29,9 +29,10 @@ pub enum Command {
     Enroll(EnrollArgs),
     /// Show whether a user is enrolled, their policy and lockout
     Status(UserArg),
-    /// Remove your own second factor (asks for a current code or a recovery code)
-    Disable,
-    /// Remove a user's factor, recovery codes and lockouts (root)
+    /// Remove your own second factors, or one of them (asks for a current code or a
+    /// recovery code)
+    Disable(DisableArgs),
+    /// Remove a user's factors (or one of them), recovery codes and lockouts (root)
     Reset(ResetArgs),
     /// Clear a user's failed-attempt lockouts (root)
     Unlock(RequiredUser),
@@ -99,6 +100,11 @@ pub struct EnrollArgs {
     #[arg(long, short = 'u', value_name = "USER")]
     pub user: Option<String>,
 
+    /// The factor's name: add another one (phone, yubikey, spare) beside the first,
+    /// which is named "default"
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
     /// Activate a known base32 key read from standard input, without confirmation (root)
     #[arg(long)]
     pub secret_stdin: bool,
@@ -113,10 +119,21 @@ pub struct EnrollArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DisableArgs {
+    /// Remove only this factor (default: every factor and the recovery codes)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ResetArgs {
     /// The user
     #[arg(long, short = 'u', value_name = "USER")]
     pub user: String,
+
+    /// Remove only this factor (default: every factor, the recovery codes and lockouts)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 
     /// Also end the user's running sessions (lost or stolen phone)
     #[arg(long)]
@@ -145,6 +162,11 @@ pub struct PolicySetArgs {
     /// Apply to the members of this group instead of the whole host
     #[arg(long, short = 'g', value_name = "GROUP")]
     pub group: Option<String>,
+
+    /// Go ahead even when accounts that can log in today would be refused from now on
+    /// (not enrolled, not exempt, no grace period)
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,6 +240,35 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(b.config.as_deref(), Some(std::path::Path::new("/x")));
+    }
+
+    #[test]
+    fn factor_names_and_yes() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["totp-admin"], args].concat());
+        let Command::Enroll(e) = parse(&["enroll", "--name", "yubikey"]).unwrap().command else {
+            panic!("enroll")
+        };
+        assert_eq!(e.name.as_deref(), Some("yubikey"));
+        let Command::Disable(d) = parse(&["disable", "--name", "phone"]).unwrap().command else {
+            panic!("disable")
+        };
+        assert_eq!(d.name.as_deref(), Some("phone"));
+        let Command::Reset(r) = parse(&["reset", "-u", "alice", "--name", "x"])
+            .unwrap()
+            .command
+        else {
+            panic!("reset")
+        };
+        assert_eq!((r.user.as_str(), r.name.as_deref()), ("alice", Some("x")));
+        let Command::Policy(PolicyCommand::Set(p)) =
+            parse(&["policy", "set", "--mandatory", "--yes"])
+                .unwrap()
+                .command
+        else {
+            panic!("policy set")
+        };
+        assert!(p.yes && p.mandatory);
+        assert!(parse(&["disable"]).is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! another user, root-only commands), and only then read the configuration and the
 //! store. Exit status: 0 done, 1 refused or failed (one line on stderr), 2 usage.
 
+mod accounts;
 mod audit;
 mod caller;
 mod cgroup;
@@ -64,15 +65,11 @@ fn run(process: &Process, cli: Cli) -> Result<()> {
         json: cli.json,
     };
     match &cli.command {
-        Command::Enroll(a) if a.secret_stdin => {
-            commands::enroll::known_secret(&ctx, a.user.as_deref(), a.replace)
-        }
-        Command::Enroll(a) => {
-            commands::enroll::interactive(&ctx, a.user.as_deref(), a.qr, a.replace)
-        }
+        Command::Enroll(a) if a.secret_stdin => commands::enroll::known_secret(&ctx, a),
+        Command::Enroll(a) => commands::enroll::interactive(&ctx, a),
         Command::Status(a) => commands::status::status(&ctx, a.user.as_deref()),
-        Command::Disable => commands::manage::disable(&ctx),
-        Command::Reset(a) => commands::manage::reset(&ctx, &a.user, a.logout),
+        Command::Disable(a) => commands::manage::disable(&ctx, a.name.as_deref()),
+        Command::Reset(a) => commands::manage::reset(&ctx, a),
         Command::Unlock(a) => commands::manage::unlock(&ctx, &a.user),
         Command::List => commands::status::list(&ctx),
         Command::RecoveryCodes(a) => commands::manage::recovery_codes(&ctx, a.user.as_deref()),

@@ -28,10 +28,7 @@ pub fn has_usable_password(user: &str) -> Option<bool> {
     let shadow = std::fs::read_to_string("/etc/shadow").ok()?;
     shadow.lines().find_map(|line| {
         let mut fields = line.split(':');
-        (fields.next()? == user).then(|| {
-            let hash = fields.next().unwrap_or("");
-            !hash.is_empty() && !hash.starts_with('!') && !hash.starts_with('*')
-        })
+        (fields.next()? == user).then(|| crate::accounts::usable_hash(fields.next().unwrap_or("")))
     })
 }
 

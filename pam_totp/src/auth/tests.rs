@@ -570,3 +570,22 @@ fn a_factor_replaced_at_the_prompt_refuses_the_old_keys_code() {
         check_answer(&config, &store, &l, &held, &code_at_offset(0), NOW, NOW + 1).unwrap();
     assert_eq!(outcome, Outcome::Denied(DenyReason::FactorChanged));
 }
+
+#[test]
+fn a_refused_answer_says_why() {
+    let said = |reason| match notice_after_answer(&Outcome::Denied(reason)) {
+        Some(Notice::Error(text)) => text,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(said(DenyReason::WrongCode), "Wrong verification code.");
+    assert_eq!(
+        said(DenyReason::Replayed),
+        "This code was already used; wait for the next one."
+    );
+    assert!(said(DenyReason::Throttled { wait_secs: 42 }).contains("try again in 42 s"));
+    assert_eq!(notice_after_answer(&Outcome::Success(Method::Code)), None);
+    assert_eq!(
+        notice_after_answer(&Outcome::Denied(DenyReason::EnrollmentNotConfirmed)),
+        None
+    );
+}

@@ -208,12 +208,12 @@ pub fn store_pending(handle: &Handle, config_path: &Path) -> c_int {
             .and_then(|config| open_for_login(&config).map_err(|e| e.to_string()))
             .and_then(|store| {
                 // A factor stored meanwhile (another enrollment, root) is never
-                // overwritten by this one.
+                // overwritten by this one, nor joined by it: the login proved no factor.
                 enroll::activate(
                     &*store,
                     &pending.factor,
                     DEFAULT_FACTOR,
-                    EnrollMode::New,
+                    EnrollMode::First,
                     Some(&pending.recovery),
                     Some(pending.step),
                     super::unix_now(),

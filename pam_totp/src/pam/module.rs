@@ -348,7 +348,10 @@ fn decide(
                     asked_at,
                     answered_at,
                 ) {
-                    Ok((outcome, len)) => (outcome, Some(len)),
+                    Ok((outcome, len)) => {
+                        tell(handle, &outcome);
+                        (outcome, Some(len))
+                    }
                     Err(e) => (Outcome::Unavailable(e.to_string()), None),
                 };
             }
@@ -369,6 +372,7 @@ fn decide(
                 answered_at,
             )
             .unwrap_or_else(|e| Outcome::Unavailable(e.to_string()));
+            tell(handle, &outcome);
             (outcome, None)
         }
         // One answer cannot carry an enrollment (a QR code, a confirmation, the
@@ -382,6 +386,13 @@ fn decide(
             (Outcome::Denied(DenyReason::NotEnrolled(policy.1)), None)
         }
         Next::EnrollNow => (enroll_at_login(handle, config, login), None),
+    }
+}
+
+/// Tells the user why their answer was refused (a wrong code, a used one, a lockout).
+fn tell(handle: &Handle, outcome: &Outcome) {
+    if let Some(n) = auth::notice_after_answer(outcome) {
+        show(handle, &n);
     }
 }
 

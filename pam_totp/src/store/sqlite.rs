@@ -13,9 +13,8 @@
 use super::migrate;
 use super::seal::{HostKey, Keyring};
 use super::{
-    check_store_dir, check_store_path, hashed_code, Attempt, EnrollMode, EnrolledUser, Enrollment,
-    Factor, FactorSummary, LoginState, Result, StepOutcome, Store, StoreError, UserSummary,
-    SCHEMA_VERSION,
+    check_store_dir, check_store_path, hashed_code, Attempt, EnrolledUser, Enrollment, Factor,
+    FactorSummary, LoginState, Result, StepOutcome, Store, StoreError, UserSummary, SCHEMA_VERSION,
 };
 use crate::config::ThrottleConfig;
 use crate::otp::{Algorithm, OtpParams};
@@ -727,19 +726,13 @@ impl Store for SqliteStore {
         self.durable()?;
         self.immediate(|c| {
             let current = current_factor(c, user, e.name)?;
-            let exists = || StoreError::Exists {
-                user: user.to_string(),
-                name: e.name.to_string(),
-            };
-            match (e.mode, current) {
-                (EnrollMode::New, Some(_)) => return Err(exists()),
-                (EnrollMode::Replace { expected: Some(id) }, current)
-                    if current.map(|(cur, _)| cur) != Some(id) =>
-                {
-                    return Err(exists())
-                }
-                _ => {}
-            }
+            let count: i64 = c.query_row(
+                "SELECT count(*) FROM factors WHERE user = ?1",
+                [user],
+                |r| r.get(0),
+            )?;
+            let count = usize::try_from(count).unwrap_or(usize::MAX);
+            super::check_enrollment(user, e.name, e.mode, current.map(|(id, _)| id), count)?;
             // A replacement keeps the old factor's last step, and any factor starts
             // after the steps of the user's removed ones: enrolling the same key again
             // must not reopen codes that were already used.

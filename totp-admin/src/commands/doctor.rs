@@ -2,6 +2,9 @@
 //! all is well, 1 when something must be fixed.
 
 use super::Ctx;
+use crate::accounts::{
+    has_authorized_key, login_accounts, shadow_passwords, DEFAULT_AUTHORIZED_KEYS,
+};
 use crate::error::{Error, Result};
 use crate::output::{emit, emit_json, escaped};
 use pam_totp::config::{Backend, Config, SslMode, StoreConfig};
@@ -843,71 +846,6 @@ fn no_way_in(
     Some(why.join("; "))
 }
 
-/// Accounts of /etc/passwd with a login shell.
-fn login_accounts() -> Vec<(String, PathBuf)> {
-    let shells: Option<Vec<String>> = std::fs::read_to_string("/etc/shells").ok().map(|t| {
-        t.lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with('/'))
-            .map(str::to_string)
-            .collect()
-    });
-    let Ok(passwd) = std::fs::read_to_string("/etc/passwd") else {
-        return Vec::new();
-    };
-    passwd
-        .lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() < 7 || f[0].is_empty() {
-                return None;
-            }
-            let shell = f[6];
-            let base = shell.rsplit('/').next().unwrap_or("");
-            let listed = shells.as_ref().is_none_or(|s| s.iter().any(|x| x == shell));
-            (listed && !matches!(base, "nologin" | "false" | ""))
-                .then(|| (f[0].to_string(), PathBuf::from(f[5])))
-        })
-        .collect()
-}
-
-/// Accounts in /etc/shadow and whether their hash can match a password.
-fn shadow_passwords() -> HashMap<String, bool> {
-    std::fs::read_to_string("/etc/shadow")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let mut f = line.split(':');
-            let name = f.next()?;
-            let hash = f.next()?;
-            let usable = !hash.is_empty() && !hash.starts_with('!') && !hash.starts_with('*');
-            Some((name.to_string(), usable))
-        })
-        .collect()
-}
-
-/// Whether one of the authorized keys files (sshd's `AuthorizedKeysFile`, `%h`, `%u`
-/// and `%%` expanded) holds a key line.
-fn has_authorized_key(files: &str, name: &str, home: &Path) -> bool {
-    files.split_whitespace().any(|pattern| {
-        let expanded = pattern
-            .replace("%%", "\u{0}")
-            .replace("%h", &home.to_string_lossy())
-            .replace("%u", name)
-            .replace('\u{0}', "%");
-        let path = if expanded.starts_with('/') {
-            PathBuf::from(expanded)
-        } else {
-            home.join(expanded)
-        };
-        std::fs::read_to_string(path).is_ok_and(|t| {
-            t.lines()
-                .map(str::trim)
-                .any(|l| !l.is_empty() && !l.starts_with('#'))
-        })
-    })
-}
-
 /// sshd's effective settings for a login of `user` from an address no `Match Address`
 /// names (`sshd -T -C`), keywords in lower case.
 fn sshd_effective(user: &str) -> std::result::Result<HashMap<String, String>, String> {
@@ -1046,7 +984,7 @@ fn check_lockouts(pam_dir: &Path) -> Vec<Finding> {
                 || has_authorized_key(
                     sshd.get("authorizedkeysfile")
                         .map(String::as_str)
-                        .unwrap_or(".ssh/authorized_keys"),
+                        .unwrap_or(DEFAULT_AUTHORIZED_KEYS),
                     &name,
                     &home,
                 ),

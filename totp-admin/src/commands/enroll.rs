@@ -7,9 +7,9 @@ use super::{
 };
 use crate::audit;
 use crate::caller;
-use crate::cli::QrChoice;
+use crate::cli::{EnrollArgs, QrChoice};
 use crate::error::{Error, Result};
-use crate::output::{emit, escaped};
+use crate::output::{emit, emit_json, escaped};
 use crate::pam_client;
 use crate::terminal::{ask, colour_terminal_size, say};
 use pam_totp::config::QrStyle;
@@ -17,17 +17,35 @@ use pam_totp::enroll::{self, confirmation_step, NewFactor};
 use pam_totp::otp::{decode_base32, grouped_base32};
 use pam_totp::qr::{qr_lines, qr_lines_ansi, whole_cell_size};
 use pam_totp::recovery::HashedCode;
-use pam_totp::store::{EnrollMode, Factor, Store, StoreError, DEFAULT_FACTOR};
+use pam_totp::store::{EnrollMode, Store, StoreError, DEFAULT_FACTOR, MAX_FACTORS};
+use serde_json::json;
 use std::io::Read;
 use zeroize::Zeroizing;
 
 /// Longest input `--secret-stdin` reads: a 1024-bit key in base32 with spaces.
 const MAX_SECRET_INPUT: u64 = 1024;
 
-/// `enroll --user U --secret-stdin [--replace] [--json]` (root).
-pub fn known_secret(ctx: &Ctx, user: Option<&str>, replace: bool) -> Result<()> {
+/// The factor an enrollment is for: `--name`, checked, or `default`.
+pub fn factor_name(name: Option<&str>) -> Result<&str> {
+    let name = name.unwrap_or(DEFAULT_FACTOR);
+    enroll::check_factor_name(name).map_err(Error::failed)?;
+    Ok(name)
+}
+
+/// An audit detail, naming the factor when it is not `default`.
+pub fn about_factor(detail: &str, factor: &str) -> String {
+    if factor == DEFAULT_FACTOR {
+        detail.to_string()
+    } else {
+        format!("{detail}, factor {factor}")
+    }
+}
+
+/// `enroll --user U --secret-stdin [--name N] [--replace] [--json]` (root).
+pub fn known_secret(ctx: &Ctx, args: &EnrollArgs) -> Result<()> {
     ctx.caller.require_root("enroll --secret-stdin")?;
-    let name = ctx.caller.target(user)?.name;
+    let factor_name = factor_name(args.name.as_deref())?;
+    let name = ctx.caller.target(args.user.as_deref())?.name;
     let mut input = Zeroizing::new(Vec::with_capacity(256));
     std::io::stdin()
         .lock()
@@ -43,106 +61,193 @@ pub fn known_secret(ctx: &Ctx, user: Option<&str>, replace: bool) -> Result<()> 
         decode_base32(text.trim()).map_err(|e| Error::failed(format!("standard input: {e}")))?;
     let config = ctx.config()?;
     let store = ctx.store_for_changes(&config)?;
-    let existing = default_factor_id(&*store, &name)?;
-    if existing.is_some() && !replace {
-        return Err(already_enrolled(&name, "--replace"));
+    let factors = store.login_state(&name, SOURCE)?.factors;
+    let existing = factors.iter().any(|f| f.name == factor_name);
+    if existing && !args.replace {
+        return Err(already_enrolled(&name, factor_name, "--replace"));
     }
+    let another = !factors.iter().all(|f| f.name == factor_name);
     let factor = enroll::factor_from_secret(&config, &name, &enroll::hostname(), key);
-    let (codes, hashed) = new_recovery_codes(config.recovery.codes)?;
-    let mode = if replace {
+    let mode = if args.replace {
         EnrollMode::Replace { expected: None }
     } else {
         EnrollMode::New
     };
-    write(ctx, &*store, &factor, mode, &hashed, None)?;
-    let detail = if existing.is_some() {
-        "replaced factor, key from standard input"
-    } else {
-        "key from standard input"
+    let new_codes = (!another).then_some(config.recovery.codes);
+    let codes = store_factor(ctx, &*store, &factor, factor_name, mode, new_codes, None)?;
+    let detail = match (existing, another) {
+        (true, _) => "replaced factor, key from standard input",
+        (false, true) => "another factor, key from standard input",
+        (false, false) => "key from standard input",
     };
-    audit::done(&ctx.caller, "enroll", &name, detail);
+    audit::done(
+        &ctx.caller,
+        "enroll",
+        &name,
+        &about_factor(detail, factor_name),
+    );
     if ctx.json {
+        if another {
+            return emit_json(&json!({
+                "user": name,
+                "factor": factor_name,
+                "recovery_codes": [],
+            }));
+        }
         return emit(&recovery_codes_json(&name, &codes));
     }
-    let verb = if existing.is_some() {
-        "Replaced the factor of"
+    let shown = escaped(&name);
+    if another {
+        let verb = if existing { "Replaced" } else { "Added" };
+        return emit(&format!(
+            "{verb} the factor {factor_name} of {shown}; the recovery codes are unchanged.\n"
+        ));
+    }
+    let verb = if existing {
+        format!("Replaced the factor {factor_name} of")
     } else {
-        "Enrolled"
+        "Enrolled".to_string()
     };
-    emit(&format!("{verb} {}.\n\n", escaped(&name)))?;
+    emit(&format!("{verb} {shown}.\n\n"))?;
     emit(&recovery_codes_text(&codes))
 }
 
-/// The id of the user's factor named `default`, if there is one.
-pub fn default_factor_id(store: &dyn Store, user: &str) -> Result<Option<i64>> {
-    Ok(store
-        .login_state(user, SOURCE)?
-        .factors
-        .iter()
-        .find(|f| f.name == DEFAULT_FACTOR)
-        .map(|f| f.id))
+/// Stores the factor with [`write`], with a new set of `new_codes` recovery codes,
+/// or with `None` keeping the user's set: recovery codes are the user's, made with
+/// their first factor, and another factor keeps them. Returns the new codes, to be
+/// shown once.
+fn store_factor(
+    ctx: &Ctx,
+    store: &dyn Store,
+    factor: &NewFactor,
+    factor_name: &str,
+    mode: EnrollMode,
+    new_codes: Option<u32>,
+    confirmed_step: Option<u64>,
+) -> Result<Vec<Zeroizing<String>>> {
+    let (codes, hashed) = match new_codes {
+        Some(count) => {
+            let (codes, hashed) = new_recovery_codes(count)?;
+            (codes, Some(hashed))
+        }
+        None => (Vec::new(), None),
+    };
+    write(
+        ctx,
+        store,
+        factor,
+        factor_name,
+        mode,
+        hashed.as_deref(),
+        confirmed_step,
+    )?;
+    Ok(codes)
 }
 
-/// The refusal to replace a factor without `--replace`.
-pub fn already_enrolled(user: &str, flag: &str) -> Error {
+/// The refusal to enroll over a factor without `--replace`.
+pub fn already_enrolled(user: &str, factor: &str, flag: &str) -> Error {
+    let what = if factor == DEFAULT_FACTOR {
+        "a second factor".to_string()
+    } else {
+        format!("a factor named {factor}")
+    };
+    let another = if factor == DEFAULT_FACTOR {
+        "; to add another one, give it a name with --name NAME"
+    } else {
+        ""
+    };
     Error::failed(format!(
-        "{} already has a second factor: to replace it, add {flag}",
+        "{} already has {what}: to replace it, add {flag}{another}",
         escaped(user)
     ))
 }
 
-/// Writes the factor `default` and the new recovery codes in one transaction. The
-/// store refuses (and nothing is written) when the factor it finds is not the one
-/// `mode` expects: another enrollment won the race.
+/// The refusal of a factor beyond [`MAX_FACTORS`], before any key is shown.
+fn too_many(user: &str) -> Error {
+    Error::failed(
+        StoreError::TooManyFactors {
+            user: escaped(user),
+        }
+        .to_string()
+            + " (totp-admin disable --name NAME)",
+    )
+}
+
+/// Writes the factor `factor_name` and, when given, the new recovery codes in one
+/// transaction. The store refuses (and nothing is written) when what it finds is not
+/// what `mode` expects: another enrollment or a reset won the race.
 pub fn write(
     ctx: &Ctx,
     store: &dyn Store,
     factor: &NewFactor,
+    factor_name: &str,
     mode: EnrollMode,
-    recovery: &[HashedCode],
+    recovery: Option<&[HashedCode]>,
     confirmed_step: Option<u64>,
 ) -> Result<i64> {
     enroll::activate(
         store,
         factor,
-        DEFAULT_FACTOR,
+        factor_name,
         mode,
-        Some(recovery),
+        recovery,
         confirmed_step,
         now(),
     )
     .map_err(|e| {
-        if let StoreError::Exists { .. } = e {
-            audit::refused(&ctx.caller, "enroll", &factor.user, "enrolled meanwhile");
+        let why = match e {
+            StoreError::Exists { .. } | StoreError::FactorsChanged { .. } => "enrolled meanwhile",
+            StoreError::TooManyFactors { .. } => "too many factors",
+            _ => "",
+        };
+        if !why.is_empty() {
+            audit::refused(&ctx.caller, "enroll", &factor.user, why);
         }
         Error::from(e)
     })
 }
 
-/// `enroll [--user U] [--replace]`: the interactive enrollment.
+/// `enroll [--user U] [--name N] [--replace]`: the interactive enrollment.
 ///
 /// The order keeps the store free while people type: a first look (read-only)
 /// decides what must be proven; the password check runs in a child before the store
-/// is opened for changes; a code proving the current factor is checked in short store
-/// steps; the new key is shown and confirmed with no transaction open; the factor and
-/// recovery codes are written in one transaction at the end, and only then printed.
-pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice, replace: bool) -> Result<()> {
-    let name = ctx.caller.target(user)?.name;
+/// is opened for changes; a code proving a current factor is checked in short store
+/// steps; the new key is shown and confirmed with no transaction open; the factor (and,
+/// for a first factor or a replacement, new recovery codes) is written in one
+/// transaction at the end, and only then printed.
+///
+/// What a user must prove: their password for a first factor; a current code of one
+/// of their factors (or a recovery code) to add another one or to replace one, so
+/// that a password alone never adds a factor to an enrolled account.
+pub fn interactive(ctx: &Ctx, args: &EnrollArgs) -> Result<()> {
+    let factor_name = factor_name(args.name.as_deref())?;
+    let name = ctx.caller.target(args.user.as_deref())?.name;
     let for_self = name == ctx.caller.name();
     let config = ctx.config()?;
-    let existed = {
+    let seen: Vec<(i64, String)> = {
         let store = ctx.store_for_reading(&config)?;
-        default_factor_id(&*store, &name)?.is_some()
+        store
+            .login_state(&name, SOURCE)?
+            .factors
+            .into_iter()
+            .map(|f| (f.id, f.name))
+            .collect()
     };
-    if existed && !replace {
+    let existed = seen.iter().any(|(_, n)| n == factor_name);
+    if existed && !args.replace {
         let flag = if for_self {
             "--replace"
         } else {
             "--user USER --replace"
         };
-        return Err(already_enrolled(&name, flag));
+        return Err(already_enrolled(&name, factor_name, flag));
     }
-    if !existed && !ctx.caller.is_root() {
+    if !existed && seen.len() >= MAX_FACTORS {
+        audit::refused(&ctx.caller, "enroll", &name, "too many factors");
+        return Err(too_many(&name));
+    }
+    let first = seen.is_empty();
+    if first && !ctx.caller.is_root() {
         // A first enrollment by a user: their password, so that someone at an
         // unlocked terminal cannot bind their own phone to the account.
         // An account that logs in with a key alone has no password to type here.
@@ -164,33 +269,48 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice, replace: bool) -
         }
     }
     let store = ctx.store_for_changes(&config)?;
-    let mode = match default_factor(&*store, &name)? {
-        // Replacing your own factor: prove you hold it; the write then replaces that
-        // factor and no other. Root replacing someone else's could as well reset it.
-        Some(current) if for_self && existed => {
-            say("You already have a second factor: confirm it to replace it.")?;
-            let expected = current.id;
-            prove_possession(ctx, &config, &*store, &name, vec![current], "enroll")?;
-            EnrollMode::Replace {
-                expected: Some(expected),
+    let factors = store.login_state(&name, SOURCE)?.factors;
+    let current = factors.iter().find(|f| f.name == factor_name).map(|f| f.id);
+    // Your own enrolled account (root's too): prove you hold one of its factors.
+    let must_prove = for_self && !first;
+    let mode = match current {
+        // Enrolled meanwhile, after the first look: the first enrollment wins.
+        Some(_) if !existed => return Err(Error::from(enrolled_meanwhile(&name, factor_name))),
+        // Removed meanwhile (a reset): what must be proven changed; start again.
+        None if existed || (must_prove && factors.is_empty()) => {
+            return Err(Error::failed(format!(
+                "the factors of {} were changed meanwhile: run totp-admin enroll again",
+                escaped(&name)
+            )))
+        }
+        _ if must_prove => {
+            // A replacement then replaces that factor and no other; another factor is
+            // written only while the user still has one.
+            say(&if current.is_some() {
+                format!(
+                    "You already have a factor named {factor_name}: type a code of one of \
+                     your factors to replace it."
+                )
+            } else {
+                "You already have a second factor: type a code of it to add another one."
+                    .to_string()
+            })?;
+            prove_possession(ctx, &config, &*store, &name, factors.clone(), "enroll")?;
+            match current {
+                Some(id) => EnrollMode::Replace { expected: Some(id) },
+                None => EnrollMode::Another,
             }
         }
-        Some(_) if existed => EnrollMode::Replace { expected: None },
-        // Enrolled meanwhile, after the first look: the first enrollment wins.
-        Some(_) => return Err(Error::from(enrolled_meanwhile(&name))),
-        // Removed meanwhile (a reset): a first enrollment after all, which for a user
-        // needs the password that was not asked.
-        None if existed && !ctx.caller.is_root() => {
-            return Err(Error::failed(
-                "your second factor was removed meanwhile: run totp-admin enroll again",
-            ))
-        }
+        // Root, for another user: whatever is there is replaced.
+        Some(_) => EnrollMode::Replace { expected: None },
+        None if first && !ctx.caller.is_root() => EnrollMode::First,
         None => EnrollMode::New,
     };
+    let sole = factors.iter().all(|f| f.name == factor_name);
 
     let factor = enroll::new_factor(&config, &name, &enroll::hostname())
         .map_err(|e| Error::failed(format!("cannot make a key: {e}")))?;
-    emit(&factor_text(&factor, drawing(qr, config.enroll.qr)))?;
+    emit(&factor_text(&factor, drawing(args.qr, config.enroll.qr)))?;
     let confirm_codes = config.policy.enroll_confirm_codes;
     let Some(step) = confirm(&factor, config.totp.window, confirm_codes)? else {
         audit::refused(&ctx.caller, "enroll", &name, "not confirmed");
@@ -198,14 +318,35 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice, replace: bool) -
             "enrollment not confirmed: nothing was changed",
         ));
     };
-    let (codes, hashed) = new_recovery_codes(config.recovery.codes)?;
     // The confirmation code is recorded as used: it cannot also open a login.
-    write(ctx, &*store, &factor, mode, &hashed, Some(step))?;
+    let new_codes = sole.then_some(config.recovery.codes);
+    let codes = store_factor(
+        ctx,
+        &*store,
+        &factor,
+        factor_name,
+        mode,
+        new_codes,
+        Some(step),
+    )?;
     let detail = match mode {
-        EnrollMode::New => "new factor",
         EnrollMode::Replace { .. } => "replaced factor",
+        _ if sole => "new factor",
+        _ => "another factor",
     };
-    audit::done(&ctx.caller, "enroll", &name, detail);
+    audit::done(
+        &ctx.caller,
+        "enroll",
+        &name,
+        &about_factor(detail, factor_name),
+    );
+    if !sole {
+        return emit(&format!(
+            "\nThe factor {factor_name} is set up for {}: a code from it or from another of \
+             your factors is accepted from now on. Your recovery codes are unchanged.\n",
+            escaped(&name)
+        ));
+    }
     emit(&format!(
         "\nTwo-factor authentication is set up for {}. From now on, type the code \
          from your app after your password.\n\n",
@@ -214,19 +355,10 @@ pub fn interactive(ctx: &Ctx, user: Option<&str>, qr: QrChoice, replace: bool) -
     emit(&recovery_codes_text(&codes))
 }
 
-/// The user's factor named `default`, if there is one.
-fn default_factor(store: &dyn Store, user: &str) -> Result<Option<Factor>> {
-    Ok(store
-        .login_state(user, SOURCE)?
-        .factors
-        .into_iter()
-        .find(|f| f.name == DEFAULT_FACTOR))
-}
-
-fn enrolled_meanwhile(user: &str) -> StoreError {
+fn enrolled_meanwhile(user: &str, factor: &str) -> StoreError {
     StoreError::Exists {
         user: user.to_string(),
-        name: DEFAULT_FACTOR.to_string(),
+        name: factor.to_string(),
     }
 }
 

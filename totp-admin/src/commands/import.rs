@@ -14,7 +14,7 @@ use pam_totp::enroll::{self, NewFactor};
 use pam_totp::gauth::parse_google_authenticator;
 use pam_totp::otp::{Algorithm, OtpParams};
 use pam_totp::recovery::{self, HashedCode};
-use pam_totp::store::EnrollMode;
+use pam_totp::store::{EnrollMode, DEFAULT_FACTOR};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -66,16 +66,32 @@ pub fn google_authenticator(ctx: &Ctx, args: &ImportGoogleArgs) -> Result<()> {
         .collect::<std::io::Result<Vec<HashedCode>>>()
         .map_err(|e| Error::failed(format!("cannot store the scratch codes: {e}")))?;
     let last_used = parsed.used_steps.iter().copied().max();
-    let existed = super::enroll::default_factor_id(&*store, &name)?.is_some();
+    let existed = store
+        .login_state(&name, super::SOURCE)?
+        .factors
+        .iter()
+        .any(|f| f.name == DEFAULT_FACTOR);
     if existed && !args.replace {
-        return Err(super::enroll::already_enrolled(&name, "--replace"));
+        return Err(super::enroll::already_enrolled(
+            &name,
+            DEFAULT_FACTOR,
+            "--replace",
+        ));
     }
     let mode = if args.replace {
         EnrollMode::Replace { expected: None }
     } else {
         EnrollMode::New
     };
-    super::enroll::write(ctx, &*store, &factor, mode, &hashed, last_used)?;
+    super::enroll::write(
+        ctx,
+        &*store,
+        &factor,
+        DEFAULT_FACTOR,
+        mode,
+        Some(&hashed),
+        last_used,
+    )?;
     let summary = format!(
         "key (every {} s) and {} scratch codes from {}",
         params.period,

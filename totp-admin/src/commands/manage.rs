@@ -1,4 +1,4 @@
-//! The changes to one user's factor: `disable`, `reset`, `unlock`, `recovery-codes`.
+//! The changes to one user's factors: `disable`, `reset`, `unlock`, `recovery-codes`.
 
 use super::{
     current_factors, new_recovery_codes, prove_possession, recovery_codes_json,
@@ -6,63 +6,136 @@ use super::{
 };
 use crate::audit;
 use crate::caller::{no_such_user, Target};
-use crate::error::Result;
+use crate::cli::ResetArgs;
+use crate::error::{Error, Result};
 use crate::output::{emit, escaped};
 use crate::sessions;
 use pam_totp::config::Config;
 use pam_totp::policy::Policy;
 use pam_totp::store::Store;
 
-/// `disable`: a user removes their own factor, proving they hold it.
-pub fn disable(ctx: &Ctx) -> Result<()> {
+/// `disable [--name N]`: a user removes their own factors, or one of them, proving
+/// they hold one (or a recovery code).
+pub fn disable(ctx: &Ctx, factor: Option<&str>) -> Result<()> {
     let name = ctx.caller.name().to_string();
     let config = ctx.config()?;
     let store = ctx.store_for_changes(&config)?;
     let factors = current_factors(&*store, &name, "")?;
+    if let Some(factor) = factor {
+        let names: Vec<String> = factors.iter().map(|f| f.name.clone()).collect();
+        named_factor(&names, &name, factor)?;
+    }
     prove_possession(ctx, &config, &*store, &name, factors, "disable")?;
-    store.remove_factors(&name, None)?;
-    audit::done(&ctx.caller, "disable", &name, "");
-    emit(&format!(
-        "Two-factor authentication is off for {}.\n",
-        escaped(&name)
-    ))?;
+    let left = remove(&*store, &name, factor)?;
+    audit::done(&ctx.caller, "disable", &name, &removed_detail(factor));
+    let shown = escaped(&name);
+    match factor {
+        Some(f) if left > 0 => {
+            return emit(&format!(
+                "Removed the factor {f} of {shown}; {left} left.\n"
+            ))
+        }
+        _ => emit(&format!("Two-factor authentication is off for {shown}.\n"))?,
+    }
     emit(&mandatory_note(ctx, &config, &name))
 }
 
-/// `reset --user U [--logout]` (root): factor, recovery codes and lockouts removed.
-pub fn reset(ctx: &Ctx, user: &str, logout: bool) -> Result<()> {
+/// `reset --user U [--name N] [--logout]` (root): the factors (or the one named),
+/// and with the last factor the recovery codes and lockouts, removed.
+pub fn reset(ctx: &Ctx, args: &ResetArgs) -> Result<()> {
     ctx.caller.require_root("reset")?;
-    let target = ctx.caller.resolve(Some(user))?;
+    let target = ctx.caller.resolve(Some(&args.user))?;
     let config = ctx.config()?;
     let store = ctx.store_for_changes(&config)?;
     let name = match target {
         Target::Account(account) => account.name,
-        Target::Unknown(name) => return forget(ctx, &*store, "reset", &name),
+        Target::Unknown(name) if args.name.is_none() => {
+            return forget(ctx, &*store, "reset", &name)
+        }
+        Target::Unknown(name) => return Err(no_such_user(&name)),
     };
-    let had = store.remove_factors(&name, None)? > 0;
-    audit::done(
-        &ctx.caller,
-        "reset",
-        &name,
-        if had { "factor removed" } else { "no factor" },
-    );
-    let shown = escaped(&name);
-    if had {
-        emit(&format!(
-            "Removed the second factor, recovery codes and lockouts of {shown}.\n"
-        ))?;
-    } else {
-        emit(&format!(
-            "{shown} had no second factor; lockouts cleared.\n"
-        ))?;
+    let factor = args.name.as_deref();
+    let had = factor_names(&*store, &name)?;
+    if let Some(f) = factor {
+        named_factor(&had, &name, f)?;
     }
-    emit(&mandatory_note(ctx, &config, &name))?;
-    if logout {
+    let had = had.len();
+    let left = remove(&*store, &name, factor)?;
+    let detail = if had == 0 {
+        "no factor".to_string()
+    } else {
+        removed_detail(factor)
+    };
+    audit::done(&ctx.caller, "reset", &name, &detail);
+    let shown = escaped(&name);
+    match factor {
+        Some(f) if left > 0 => emit(&format!(
+            "Removed the factor {f} of {shown}; {left} left.\n"
+        ))?,
+        Some(f) => emit(&format!(
+            "Removed the factor {f}, the last one, the recovery codes and lockouts of {shown}.\n"
+        ))?,
+        None if had > 0 => emit(&format!(
+            "Removed the second factor, recovery codes and lockouts of {shown}.\n"
+        ))?,
+        None => emit(&format!(
+            "{shown} had no second factor; lockouts cleared.\n"
+        ))?,
+    }
+    if left == 0 {
+        emit(&mandatory_note(ctx, &config, &name))?;
+    }
+    if args.logout {
         let how = sessions::end_sessions(&name)?;
         audit::done(&ctx.caller, "logout", &name, &how);
         emit(&format!("Ended the sessions of {shown} ({how}).\n"))?;
     }
     Ok(())
+}
+
+/// Refuses a factor name the user does not have, naming the ones they have.
+fn named_factor(names: &[String], user: &str, factor: &str) -> Result<()> {
+    if names.iter().any(|n| n == factor) {
+        return Ok(());
+    }
+    Err(Error::failed(format!(
+        "{} has no factor named {}; the factors are: {}",
+        escaped(user),
+        escaped(factor),
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    )))
+}
+
+/// Removes the factor `factor` (or all); when none is left, the recovery codes go
+/// with it (the store does that) and so do the lockouts. Returns the factors left.
+fn remove(store: &dyn Store, user: &str, factor: Option<&str>) -> Result<usize> {
+    store.remove_factors(user, factor)?;
+    let left = factor_names(store, user)?.len();
+    if left == 0 && factor.is_some() {
+        store.unlock(user)?;
+    }
+    Ok(left)
+}
+
+/// The names of the user's factors, read without unsealing any key.
+fn factor_names(store: &dyn Store, user: &str) -> Result<Vec<String>> {
+    Ok(store
+        .list()?
+        .into_iter()
+        .find(|u| u.user == user)
+        .map(|u| u.factors.into_iter().map(|f| f.name).collect())
+        .unwrap_or_default())
+}
+
+fn removed_detail(factor: Option<&str>) -> String {
+    match factor {
+        Some(f) => format!("factor {f} removed"),
+        None => "factor removed".to_string(),
+    }
 }
 
 /// `unlock --user U` (root).

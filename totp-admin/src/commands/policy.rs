@@ -4,6 +4,7 @@
 //! file atomically with its owner and mode.
 
 use super::{general_reason, user_policy, Ctx};
+use crate::accounts::accounts_that_log_in;
 use crate::audit;
 use crate::cli::PolicySetArgs;
 use crate::error::{Error, Result};
@@ -201,13 +202,42 @@ pub fn set(ctx: &Ctx, args: &PolicySetArgs) -> Result<()> {
     // Owner, mode and validity of the current file, as the module checks them; the
     // text edited is the text checked.
     let path = &ctx.config_path;
-    let (_, text) = Config::load_with_text(path)?;
+    let (before, text) = Config::load_with_text(path)?;
     let Some(new_text) = edit_policy(path, &text, &change).map_err(Error::refused)? else {
         return emit(&format!(
             "Already {}: nothing to change.\n",
             change.describe()
         ));
     };
+    let refused = if change.level == Level::Mandatory {
+        let after = Config::parse(&new_text).map_err(|why| Error::failed(why.to_string()))?;
+        refused_from_now_on(ctx, &before, &after)?
+    } else {
+        Vec::new()
+    };
+    if !refused.is_empty() && !args.yes {
+        audit::refused(
+            &ctx.caller,
+            "policy-set",
+            "-",
+            &format!(
+                "{}: {} accounts would be refused",
+                change.describe(),
+                refused.len()
+            ),
+        );
+        let mut text = String::from(
+            "totp-admin: these accounts can log in today and would be refused from now on \
+             (not enrolled, not exempt, no grace period):\n",
+        );
+        text.push_str(&refused_list(&refused));
+        eprint!("{text}");
+        return Err(Error::refused(
+            "nothing was changed: add --yes to go ahead, or enroll them first \
+             (totp-admin enroll --user USER), or set [policy] grace_period so they can enroll \
+             before it ends",
+        ));
+    }
     write_atomically(path, &new_text)?;
     audit::done(&ctx.caller, "policy-set", "-", &change.describe());
     // What the module will read from now on.
@@ -216,6 +246,13 @@ pub fn set(ctx: &Ctx, args: &PolicySetArgs) -> Result<()> {
         "Two-factor authentication is now {}.\n",
         change.describe()
     ))?;
+    if !refused.is_empty() {
+        emit(&format!(
+            "These accounts are refused at login from now on, until they are enrolled \
+             (totp-admin enroll --user USER):\n{}",
+            refused_list(&refused)
+        ))?;
+    }
     if change.level == Level::Optional && change.group.is_some() && config.policy.mandatory {
         emit("Note: it is still mandatory host-wide (policy.mandatory = true).\n")?;
     }
@@ -229,6 +266,56 @@ pub fn set(ctx: &Ctx, args: &PolicySetArgs) -> Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// The accounts that can log in today (a login shell and a password or an authorized
+/// key, root and the caller included) that `after` makes mandatory, `before` did not,
+/// and that are not enrolled: from now on they are refused at login. None when `after`
+/// has a grace period or enrollment at login, which let them enroll instead. The
+/// caller's own account is marked "(you)".
+fn refused_from_now_on(ctx: &Ctx, before: &Config, after: &Config) -> Result<Vec<String>> {
+    if after.policy.grace_period.secs() > 0 || after.policy.enroll_at_login {
+        return Ok(Vec::new());
+    }
+    let store = ctx.store_for_reading(after)?;
+    let enrolled: std::collections::HashSet<String> = store
+        .list()?
+        .into_iter()
+        .filter(|u| !u.factors.is_empty())
+        .map(|u| u.user)
+        .collect();
+    // Who ran it: the account logged in (under sudo, the admin's own), else root.
+    let you = ctx
+        .caller
+        .login_uid
+        .and_then(|uid| account::lookup_uid(uid).ok().flatten())
+        .map_or_else(|| ctx.caller.name().to_string(), |a| a.name);
+    let mut refused = Vec::new();
+    for typed in accounts_that_log_in() {
+        let Some(account) = account::canonical_account(&typed)? else {
+            continue;
+        };
+        let name = account.name;
+        if enrolled.contains(&name) || refused.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        if user_policy(after, &name)?.0 != Policy::Mandatory
+            || user_policy(before, &name)?.0 == Policy::Mandatory
+        {
+            continue;
+        }
+        let note = if name == you { " (you)" } else { "" };
+        refused.push((name, note));
+    }
+    Ok(refused
+        .into_iter()
+        .map(|(name, note)| format!("{}{note}", escaped(&name)))
+        .collect())
+}
+
+/// The accounts, one an indented line.
+fn refused_list(accounts: &[String]) -> String {
+    accounts.iter().map(|a| format!("    {a}\n")).collect()
 }
 
 /// Applies `change` to `text`, the contents of config.toml at `path`, keeping comments

@@ -4,7 +4,7 @@ use super::{lockouts, now, shown_reason, user_policy, Ctx};
 use crate::caller::{no_such_user, Target};
 use crate::error::Result;
 use crate::output::{boxed, emit, emit_json, escaped, field_table, time_or_never, yes_no};
-use pam_totp::store::Store;
+use pam_totp::store::{FactorSummary, Store};
 use serde_json::json;
 
 /// `status [--user U]`. Reads the store read-only, and no key: the factors come from
@@ -39,11 +39,10 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
     };
     let last_used = factors.iter().filter_map(|f| f.last_used_at).max();
     if ctx.json {
-        let names: Vec<&str> = factors.iter().map(|f| f.name.as_str()).collect();
         return emit_json(&json!({
             "user": name,
             "enrolled": enrolled,
-            "factors": names,
+            "factors": factors_json(&factors),
             "policy": policy.as_str(),
             "reason": reason,
             "locked": locked,
@@ -74,17 +73,35 @@ pub fn status(ctx: &Ctx, user: Option<&str>) -> Result<()> {
                 format!("{what} ({})", escaped(&f.name))
             }
         };
+        if factors.len() > 1 {
+            rows.push(("factor".to_string(), escaped(&f.name)));
+        }
         rows.push((label("enrolled on"), time_or_never(Some(f.created_at))));
+        rows.push((label("last used"), time_or_never(f.last_used_at)));
         rows.push((
             label("codes"),
             format!("{}, {} digits, every {} s", f.algorithm, f.digits, f.period),
         ));
     }
     if enrolled {
-        rows.push(("last used".to_string(), time_or_never(last_used)));
         rows.push(("recovery codes left".to_string(), left.to_string()));
     }
     emit(&field_table(&rows))
+}
+
+/// Each factor as `{"name", "created", "last_used"}` (unix times; `last_used` null
+/// when never).
+fn factors_json(factors: &[FactorSummary]) -> serde_json::Value {
+    factors
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.name,
+                "created": f.created_at,
+                "last_used": f.last_used_at,
+            })
+        })
+        .collect()
 }
 
 /// `list`: every enrolled user (root).
@@ -107,10 +124,9 @@ pub fn list(ctx: &Ctx) -> Result<()> {
             .unwrap_or("unknown");
         let last_used = u.factors.iter().filter_map(|f| f.last_used_at).max();
         if ctx.json {
-            let names: Vec<&str> = u.factors.iter().map(|f| f.name.as_str()).collect();
             json_rows.push(json!({
                 "user": u.user,
-                "factors": names,
+                "factors": factors_json(&u.factors),
                 "policy": policy,
                 "algorithm": first.algorithm.as_str(),
                 "digits": first.digits,
@@ -121,11 +137,16 @@ pub fn list(ctx: &Ctx) -> Result<()> {
                 "locked": locked,
             }));
         } else {
+            // One line per factor in the factor columns.
+            let column = |cell: &dyn Fn(&FactorSummary) -> String| {
+                u.factors.iter().map(cell).collect::<Vec<_>>().join("\n")
+            };
             rows.push(vec![
                 escaped(&u.user),
                 policy.to_string(),
-                time_or_never(Some(first.created_at)),
-                time_or_never(last_used),
+                column(&|f| escaped(&f.name)),
+                column(&|f| time_or_never(Some(f.created_at))),
+                column(&|f| time_or_never(f.last_used_at)),
                 u.recovery_codes_left.to_string(),
                 yes_no(locked),
             ]);
@@ -141,6 +162,7 @@ pub fn list(ctx: &Ctx) -> Result<()> {
         &[
             "User",
             "Policy",
+            "Factor",
             "Enrolled",
             "Last used",
             "Recovery codes",

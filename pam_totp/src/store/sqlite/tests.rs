@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::Duration;
 use crate::secret::SecretKey;
-use crate::store::{TestDir, DEFAULT_FACTOR};
+use crate::store::{EnrollMode, TestDir, DEFAULT_FACTOR, MAX_FACTORS};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -654,4 +654,45 @@ fn a_reset_reopens_no_used_step() {
         store.accept_step("alice", spare, 900, NOW).unwrap(),
         StepOutcome::Replayed
     );
+}
+
+#[test]
+fn enrollment_modes_and_the_factor_limit() {
+    let store = SqliteStore::in_memory().unwrap();
+    let add = |name: &str, mode| enroll(&store, "alice", name, &key(1), mode, None, None);
+    // Another needs a factor to stand beside; First needs none.
+    assert!(matches!(
+        add("phone", EnrollMode::Another),
+        Err(StoreError::FactorsChanged { .. })
+    ));
+    add(DEFAULT_FACTOR, EnrollMode::First).unwrap();
+    assert!(matches!(
+        add("phone", EnrollMode::First),
+        Err(StoreError::FactorsChanged { .. })
+    ));
+    assert!(matches!(
+        add(DEFAULT_FACTOR, EnrollMode::Another),
+        Err(StoreError::Exists { .. })
+    ));
+    for i in 1..MAX_FACTORS {
+        add(&format!("spare{i}"), EnrollMode::Another).unwrap();
+    }
+    assert_eq!(
+        store.login_state("alice", "x").unwrap().factors.len(),
+        MAX_FACTORS
+    );
+    for mode in [
+        EnrollMode::New,
+        EnrollMode::Another,
+        EnrollMode::Replace { expected: None },
+    ] {
+        assert!(matches!(
+            add("one-more", mode),
+            Err(StoreError::TooManyFactors { .. })
+        ));
+    }
+    // Replacing one of them is no new factor.
+    add("spare1", EnrollMode::Replace { expected: None }).unwrap();
+    store.remove_factors("alice", Some("spare1")).unwrap();
+    add("one-more", EnrollMode::Another).unwrap();
 }
