@@ -353,7 +353,9 @@ fn store_inodes(w: &AdminWorld) -> Vec<u64> {
 
 /// bob freezes his own cgroup, with his read-only `totp-admin` runs inside, at many
 /// moments (random ones, and as soon as the tool is seen holding a write lock on the
-/// store): each time, alice's login must still complete promptly.
+/// store): each time, alice's login must still complete promptly. (A read-only SQLite
+/// connection that finds the WAL index to rebuild takes it exclusively: the tool refuses
+/// to run from such a cgroup at all, before it opens the store.)
 #[test]
 fn a_frozen_read_command_never_holds_up_other_logins() {
     let w = world("bypass-freeze-read", FREEZE_CONFIG);
@@ -435,18 +437,22 @@ fn a_frozen_read_command_never_holds_up_other_logins() {
             }
         }
         cg.thaw();
-        assert!(
-            wait_bounded(&mut tool, Duration::from_secs(10)).is_some(),
-            "try {i}: the thawed tool did not end"
+        let status = wait_bounded(&mut tool, Duration::from_secs(10));
+        assert!(status.is_some(), "try {i}: the thawed tool did not end");
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(1),
+            "try {i}: bob's `totp-admin {}` ran from a cgroup he can freeze",
+            args.join(" ")
         );
     }
     eprintln!("{caught} of {tries} freezes landed while the tool held a write lock on the store");
 }
 
-/// A write command run from a cgroup its caller can freeze is refused before it does
-/// anything, naming the cgroup; outside it, the same command runs.
+/// A command run by a user from a cgroup they can freeze, reading or writing, is refused
+/// before it does anything, naming the cgroup; outside it, the same command runs.
 #[test]
-fn write_commands_refuse_a_cgroup_the_caller_can_freeze() {
+fn user_commands_refuse_a_cgroup_the_caller_can_freeze() {
     let w = world("bypass-freeze-write", FREEZE_CONFIG);
     w.sb.add_user("carol", PASSWORD, None, &[]);
     w.sb.enroll("bob", SECRET);
@@ -498,6 +504,11 @@ fn write_commands_refuse_a_cgroup_the_caller_can_freeze() {
         &format!("{}\n", code(SECRET, 30)),
     );
     refused_naming(&run, "bob: disable", &bob_cg);
+    // Reading commands too: a read-only connection can hold the WAL index exclusively.
+    for args in [&["status"][..], &["--json", "status"], &["policy", "show"]] {
+        let run = run_in_cgroup(&w, &bob_cg, "bob", args, "");
+        refused_naming(&run, &format!("bob: {}", args.join(" ")), &bob_cg);
+    }
     findings.check(enrolled(&w, "bob"), || {
         "bob's factor was removed by `disable` run from his freezable cgroup".into()
     });

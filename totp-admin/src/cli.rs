@@ -53,20 +53,6 @@ pub enum Command {
     Store(StoreCommand),
 }
 
-impl Command {
-    /// Whether the command changes the store or the configuration. The others (status,
-    /// list, policy show, doctor) only read.
-    pub fn writes(&self) -> bool {
-        !matches!(
-            self,
-            Command::Status(_)
-                | Command::List
-                | Command::Policy(PolicyCommand::Show(_))
-                | Command::Doctor
-        )
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct UserArg {
     /// The user (default: yourself; other users: root only)

@@ -52,7 +52,10 @@ fn run(process: &Process, cli: Cli) -> Result<()> {
             "not running as root: totp-admin must be installed owned by root with mode 4755",
         ));
     }
-    if !caller.is_root() && cli.command.writes() {
+    // Every command a user may run opens the store, and any SQLite connection, a
+    // read-only one too, can be stopped holding a lock every login needs (rebuilding
+    // the shared-memory index of the WAL takes it exclusively).
+    if !caller.is_root() {
         refuse_freezable_cgroup(process)?;
     }
     let ctx = Ctx {
@@ -85,9 +88,8 @@ fn run(process: &Process, cli: Cli) -> Result<()> {
     }
 }
 
-/// A command that writes, run by a user from a cgroup they could freeze (a frozen
-/// tool would hold the store while every login waits), is refused before it opens
-/// anything.
+/// A command run by a user from a cgroup they could freeze (a frozen tool would hold
+/// the store while every login waits) is refused before it opens anything.
 fn refuse_freezable_cgroup(process: &Process) -> Result<()> {
     let ids = cgroup::Ids {
         uid: process.real_uid,
@@ -98,7 +100,7 @@ fn refuse_freezable_cgroup(process: &Process) -> Result<()> {
         cgroup::Verdict::Safe => Ok(()),
         cgroup::Verdict::Freezable(file) => Err(Error::refused(format!(
             "you can freeze cgroup {} ({} is writable by you), which would stop totp-admin \
-             while it changes the store: run it from a login session (ssh or a console login)",
+             while it holds the store: run it from a login session (ssh or a console login)",
             output::escaped(&file.cgroup),
             file.name
         ))),
