@@ -7,7 +7,7 @@ use crate::otp;
 use crate::policy::{Policy, PolicyReason};
 use crate::recovery;
 use crate::secret::Answer;
-use crate::store::{Attempt, Factor, StepOutcome, Store, StoreError};
+use crate::store::{Attempt, Factor, Passed, StepOutcome, Store, StoreError};
 use crate::throttle;
 use std::fmt;
 
@@ -35,7 +35,24 @@ impl Login<'_> {
             _ => "unknown",
         }
     }
+
+    /// The remote address a success is remembered for with `remember_source`: only a
+    /// `PAM_RHOST` that is a literal IPv4 or IPv6 address (never a host name, which
+    /// whoever controls DNS could point anywhere), and never for the services that
+    /// switch user on the host itself, whatever `PAM_RHOST` they were given.
+    pub fn rememberable_source(&self) -> Option<&str> {
+        let rhost = self.rhost?;
+        if NEVER_REMEMBERED_SERVICES.contains(&self.service) {
+            return None;
+        }
+        rhost.parse::<std::net::IpAddr>().ok().map(|_| rhost)
+    }
 }
+
+/// Services a remembered source never skips the code for: they run on the host, for a
+/// user already logged in, and `PAM_RHOST` is whatever their caller says.
+pub const NEVER_REMEMBERED_SERVICES: &[&str] =
+    &["su", "su-l", "sudo", "sudo-i", "runuser", "runuser-l"];
 
 /// How a login that passed proved the second factor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +61,8 @@ pub enum Method {
     RecoveryCode,
     /// Enrolled during this login; the factor is stored in the account phase.
     EnrolledAtLogin,
+    /// Not asked: passed with a code from this remote address within `remember_source`.
+    RememberedSource,
 }
 
 /// Why the module stands aside (`PAM_IGNORE`).
@@ -113,6 +132,9 @@ impl fmt::Display for Outcome {
             Outcome::Success(Method::EnrolledAtLogin) => f.write_str(
                 "result=success reason=\"enrolled at login, stored in the account phase\"",
             ),
+            Outcome::Success(Method::RememberedSource) => {
+                f.write_str("result=success reason=\"remembered source\"")
+            }
             Outcome::Ignore(r) => {
                 f.write_str("result=ignore reason=\"")?;
                 match r {
@@ -206,6 +228,11 @@ pub enum Next {
     Done(Outcome, Option<Notice>),
     /// Ask for a code (after the notice, if any).
     AskCode(Box<Challenge>, Option<Notice>),
+    /// The user passed with a code from this remote address within `remember_source`:
+    /// a login that asks for the code on its own prompt passes without one
+    /// (`Outcome::Success(Method::RememberedSource)`); one whose answer also carries the
+    /// password (`forward_pass`) asks as with `AskCode`.
+    Remembered(Box<Challenge>),
     /// Mandatory and unenrolled with `enroll_at_login`: enroll within the login.
     EnrollNow,
 }
@@ -251,10 +278,13 @@ pub fn start_login(
             let notice = notice_after_answer(&outcome);
             return Ok(Next::Done(outcome, notice));
         }
-        let challenge = Challenge {
+        let challenge = Box::new(Challenge {
             factors: state.factors,
-        };
-        return Ok(Next::AskCode(Box::new(challenge), None));
+        });
+        if remembered(config, login, state.remembered_until, now) {
+            return Ok(Next::Remembered(challenge));
+        }
+        return Ok(Next::AskCode(challenge, None));
     }
     if policy.0 == Policy::Optional {
         return Ok(Next::Done(Outcome::Ignore(IgnoreReason::NotEnrolled), None));
@@ -290,10 +320,39 @@ pub fn start_login(
     ))
 }
 
+/// Whether a login is let through without a code by `remember_source`: the source is
+/// one that is remembered at all ([`Login::rememberable_source`]), the user passed from
+/// it and the time has not run out. A row longer than the current `remember_source`
+/// (the setting was shortened) counts for nothing.
+fn remembered(config: &Config, login: &Login<'_>, until: Option<i64>, now: i64) -> bool {
+    let keep = config.policy.remember_source.secs() as i64;
+    match (until, login.rememberable_source()) {
+        (Some(until), Some(source)) => {
+            keep > 0 && source == login.source() && now < until && until <= now.saturating_add(keep)
+        }
+        _ => false,
+    }
+}
+
+/// What a success writes with its step: the pair cleared, and the source remembered
+/// until `now + remember_source` when that is set and the source can be remembered.
+fn passed<'a>(config: &Config, login: &'a Login<'_>, now: i64) -> Passed<'a> {
+    let keep = config.policy.remember_source.secs() as i64;
+    let remember = match login.rememberable_source() {
+        Some(source) if keep > 0 => Some((source, now.saturating_add(keep))),
+        _ => None,
+    };
+    Passed {
+        source: login.source(),
+        remember,
+    }
+}
+
 /// Checks the answer to `Verification code: `, shown at `asked_at` and answered at
 /// `now`. Whether the answer may be checked at all and the count of that attempt are
 /// one atomic step in the store, so that any number of sessions held at the prompt get
-/// no more checks than the throttle allows; a success gives the attempt back.
+/// no more checks than the throttle allows; a success gives the attempt back in the
+/// transaction that records its step.
 pub fn check_answer(
     config: &Config,
     store: &dyn Store,
@@ -312,11 +371,7 @@ pub fn check_answer(
     {
         return Ok(Outcome::Denied(DenyReason::Throttled { wait_secs }));
     }
-    let outcome = verify_answer(config, store, login, &challenge.factors, answer, now)?;
-    if let Outcome::Success(_) = outcome {
-        store.attempt_succeeded(login.user, login.source())?;
-    }
-    Ok(outcome)
+    verify_answer(config, store, login, &challenge.factors, answer, now)
 }
 
 /// `forward_pass`: checks an answer that carries the password and then the code (see
@@ -354,7 +409,6 @@ pub fn check_combined(
         let code = Answer::new(bytes[split.code_start..].to_vec());
         match verify_answer(config, store, login, &challenge.factors, &code, now)? {
             Outcome::Success(method) => {
-                store.attempt_succeeded(login.user, login.source())?;
                 return Ok((Outcome::Success(method), split.password_len));
             }
             Outcome::Denied(reason) => {
@@ -410,7 +464,13 @@ fn verify_answer(
             continue;
         };
         let step = i64::try_from(step).unwrap_or(i64::MAX);
-        match store.accept_step(login.user, factor.id, step, now)? {
+        match store.accept_login(
+            login.user,
+            factor.id,
+            step,
+            now,
+            &passed(config, login, now),
+        )? {
             StepOutcome::Accepted => return Ok(Outcome::Success(Method::Code)),
             StepOutcome::Replayed => replayed = true,
             StepOutcome::FactorChanged => return Ok(Outcome::Denied(DenyReason::FactorChanged)),
@@ -429,6 +489,7 @@ fn verify_answer(
         return Ok(Outcome::Denied(reason));
     };
     if store.use_recovery_code(login.user, &normalized, now)? {
+        store.attempt_succeeded(login.user, &passed(config, login, now))?;
         return Ok(Outcome::Success(Method::RecoveryCode));
     }
     Ok(Outcome::Denied(DenyReason::WrongCode))

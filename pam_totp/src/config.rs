@@ -59,6 +59,9 @@ pub struct PolicyConfig {
     pub grace_period: Duration,
     /// How long an answer to the code prompt may take.
     pub prompt_timeout: Duration,
+    /// How long a user who passed with a code from one remote address is not asked
+    /// again from it (`0s`: always asked).
+    pub remember_source: Duration,
     pub enroll_at_login: bool,
     pub enroll_confirm_codes: u32,
     pub failmode: FailMode,
@@ -68,6 +71,8 @@ pub struct PolicyConfig {
 pub const DEFAULT_PROMPT_TIMEOUT: Duration = Duration(180);
 /// The shortest and longest `prompt_timeout` accepted.
 const PROMPT_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> = Duration(10)..=Duration(3600);
+/// The longest `remember_source` accepted: a month.
+const REMEMBER_SOURCE_MAX: Duration = Duration(30 * 86_400);
 
 impl Default for PolicyConfig {
     fn default() -> Self {
@@ -78,6 +83,7 @@ impl Default for PolicyConfig {
             exempt_networks: Vec::new(),
             grace_period: Duration(0),
             prompt_timeout: DEFAULT_PROMPT_TIMEOUT,
+            remember_source: Duration(0),
             enroll_at_login: false,
             enroll_confirm_codes: 1,
             failmode: FailMode::Secure,
@@ -482,6 +488,15 @@ impl Config {
                 ),
             ));
         }
+        if p.remember_source > REMEMBER_SOURCE_MAX {
+            return Err(Invalid::at(
+                "policy.remember_source",
+                format!(
+                    "\"{}\" is out of range; write \"0s\" (off) to \"{}\"",
+                    p.remember_source, REMEMBER_SOURCE_MAX
+                ),
+            ));
+        }
         let th = &self.throttle;
         if th.max_failures == 0 {
             return Err(Invalid::at(
@@ -615,6 +630,7 @@ mod tests {
         assert_eq!(p.exempt_networks.len(), 3);
         assert_eq!(p.grace_period, Duration(7 * 86_400));
         assert_eq!(p.prompt_timeout, Duration(90));
+        assert_eq!(p.remember_source, Duration(8 * 3600));
         assert_eq!(p.enroll_confirm_codes, 2);
         assert_eq!(p.failmode, FailMode::Open);
         assert_eq!(want.enroll.qr, QrStyle::LightTerminal);

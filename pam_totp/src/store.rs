@@ -13,7 +13,9 @@
 //!   it names one enrollment, so a login can tell that the factor it checked a code
 //!   against is still the one enrolled when it records the step;
 //! - `recovery_codes`: salted hashes, with the time each was used;
-//! - `throttle`: failures per (user, source).
+//! - `throttle`: failures per (user, source);
+//! - `remembered`: the remote addresses a user passed from, each until when the code is
+//!   not asked again from it (`[policy] remember_source`).
 //!
 //! The decision logic sees only the [`Store`] trait. Every check-and-update that two
 //! logins could race on is one conditional statement or one `BEGIN IMMEDIATE`
@@ -44,8 +46,8 @@ pub use wipe::install as prepare_sqlite;
 
 /// The SQLite schema this build reads and writes (`PRAGMA user_version`). Version 1
 /// had a table per kind of row with one factor per user; version 2 one opaque row per
-/// user.
-pub const SCHEMA_VERSION: i64 = 3;
+/// user; version 3 the tables of version 4 but `remembered`.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The name of a user's first factor.
 pub const DEFAULT_FACTOR: &str = "default";
@@ -75,6 +77,19 @@ pub struct LoginState {
     pub factors: Vec<Factor>,
     pub pair: PairFailures,
     pub user: UserFailures,
+    /// Until when the source was remembered for the user (`remember_source`), if it was.
+    pub remembered_until: Option<i64>,
+}
+
+/// What a login that passed writes besides its step, in the same transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passed<'a> {
+    /// The source whose failures are forgotten; the attempt is given back to the user's
+    /// hourly count.
+    pub source: &'a str,
+    /// `remember_source`: the remote address the code is not asked again from, and
+    /// until when.
+    pub remember: Option<(&'a str, i64)>,
 }
 
 /// Whether an answer may be checked ([`Store::begin_attempt`]).
@@ -245,29 +260,40 @@ pub trait Store {
         now: i64,
         config: &ThrottleConfig,
     ) -> Result<Attempt>;
-    /// After a success: forgets the pair's failures and gives the attempt back to the
-    /// user's hourly count.
-    fn attempt_succeeded(&self, user: &str, source: &str) -> Result<()>;
+    /// After a success: forgets the pair's failures, gives the attempt back to the
+    /// user's hourly count and remembers the source when asked to, in one transaction.
+    fn attempt_succeeded(&self, user: &str, passed: &Passed<'_>) -> Result<()>;
     /// Records `step` for the factor `factor_id` of `user` only if it is later than the
     /// factor's last accepted step, in one conditional statement: exactly one of
     /// several racing callers with the same step gets `Accepted`.
     fn accept_step(&self, user: &str, factor_id: i64, step: i64, now: i64) -> Result<StepOutcome>;
+    /// A login's code: [`Store::accept_step`] and, when `Accepted`,
+    /// [`Store::attempt_succeeded`], in one transaction (one commit per success).
+    fn accept_login(
+        &self,
+        user: &str,
+        factor_id: i64,
+        step: i64,
+        now: i64,
+        passed: &Passed<'_>,
+    ) -> Result<StepOutcome>;
     /// Marks an unused recovery code matching `normalized` used, in one conditional
     /// statement: exactly one racing caller gets `true`.
     fn use_recovery_code(&self, user: &str, normalized: &[u8], now: i64) -> Result<bool>;
     /// When the user was first seen mandatory and unenrolled (recording `now` the first time).
     fn first_mandatory_sighting(&self, user: &str, now: i64) -> Result<i64>;
     /// Writes a confirmed factor (and, when given, a new set of recovery codes) in one
-    /// transaction; returns the new factor's id.
+    /// transaction, forgetting the user's remembered sources; returns the new factor's id.
     fn enroll(&self, user: &str, enrollment: &Enrollment<'_>, now: i64) -> Result<i64>;
     /// Removes the factor `name`, or with `None` every factor, the recovery codes and
-    /// the throttle rows. The first mandatory sighting stays (a reset grants no new
+    /// the throttle rows; and the user's remembered sources either way. The first mandatory sighting stays (a reset grants no new
     /// grace period), and so does the last accepted step (a factor enrolled later
     /// starts after it). Returns the number of factors removed.
     fn remove_factors(&self, user: &str, name: Option<&str>) -> Result<u32>;
     /// Whether the store holds anything under exactly this name.
     fn has_records(&self, user: &str) -> Result<bool>;
-    /// Clears every throttle counter of the user; `false` when there was none.
+    /// Clears every throttle counter and remembered source of the user; `false` when
+    /// there was no throttle counter.
     fn unlock(&self, user: &str) -> Result<bool>;
     /// Replaces the user's recovery codes.
     fn replace_recovery_codes(&self, user: &str, codes: &[HashedCode]) -> Result<()>;

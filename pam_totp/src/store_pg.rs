@@ -23,7 +23,7 @@ use crate::secret::SecretKey;
 use crate::store::seal::{HostKey, Keyring};
 use crate::store::{
     check_enrollment, hashed_code, Attempt, EnrolledUser, Enrollment, Factor, FactorSummary,
-    LoginState, Result, StepOutcome, Store, StoreError, UserSummary, DEFAULT_FACTOR,
+    LoginState, Passed, Result, StepOutcome, Store, StoreError, UserSummary, DEFAULT_FACTOR,
 };
 use crate::throttle::{self, PairFailures, UserFailures};
 use rustls::pki_types::pem::PemObject;
@@ -52,7 +52,7 @@ const ADMIN_MIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The tables of `store.rs`, in a schema of their own so that they can share a
 /// database: the same tables and columns as the SQLite store. `user` is a reserved word
 /// in PostgreSQL, so that column is always written quoted.
-const SCHEMA_V2: &str = r#"
+const SCHEMA: &str = r#"
 CREATE TABLE pam_totp.users (
     "user" text PRIMARY KEY,
     mandatory_since bigint,
@@ -88,6 +88,12 @@ CREATE TABLE pam_totp.throttle (
     last_failure_at bigint NOT NULL,
     PRIMARY KEY ("user", source)
 );
+CREATE TABLE pam_totp.remembered (
+    "user" text NOT NULL,
+    source text NOT NULL,
+    "until" bigint NOT NULL,
+    PRIMARY KEY ("user", source)
+);
 "#;
 
 /// What the module's own database role may do: read factors and state, move a
@@ -103,6 +109,7 @@ GRANT INSERT ("user", mandatory_since, window_start, window_failures),
     UPDATE (mandatory_since, window_start, window_failures) ON pam_totp.users TO {role};
 GRANT INSERT, UPDATE, DELETE ON pam_totp.throttle TO {role};
 GRANT UPDATE (used_at) ON pam_totp.recovery_codes TO {role};
+GRANT SELECT, INSERT, UPDATE ("until") ON pam_totp.remembered TO {role};
 "#;
 
 /// [`LOGIN_GRANTS`] for `role`, a plain lowercase identifier.
@@ -121,12 +128,10 @@ fn login_grants(role: &str) -> Result<String> {
     Ok(LOGIN_GRANTS.replace("{role}", role))
 }
 
-/// Schema 1 to 2, inside the caller's transaction: the old tables renamed out of the
-/// way, schema 2 made, the rows copied (each key sealed under `key` as the user's
-/// `default` factor), the old tables dropped, and the roles that could read the old
-/// tables (the module's, granted by `--login-role`) granted the same on the new ones.
-async fn migrate_v1(c: &Client, key: &HostKey, now: i64) -> std::result::Result<(), Failure> {
-    let grantees = query(
+/// The roles other than the owner that can read the store's tables: the module's,
+/// granted by `--login-role`. A migration grants them the same on the new tables.
+async fn login_roles(c: &Client) -> std::result::Result<Vec<String>, Failure> {
+    let rows = query(
         c,
         "SELECT DISTINCT grantee::text FROM information_schema.role_table_grants
          WHERE table_schema = 'pam_totp' AND table_name = 'users' AND privilege_type = 'SELECT'
@@ -134,6 +139,37 @@ async fn migrate_v1(c: &Client, key: &HostKey, now: i64) -> std::result::Result<
         &[],
     )
     .await?;
+    rows.iter()
+        .map(|r| get(r, 0))
+        .collect::<Result<_>>()
+        .map_err(Failure::from)
+}
+
+/// Schema 2 to 3, inside the caller's transaction: the table of remembered sources,
+/// granted to the module's roles.
+async fn migrate_v2(c: &Client) -> std::result::Result<(), Failure> {
+    let roles = login_roles(c).await?;
+    c.batch_execute(
+        r#"CREATE TABLE pam_totp.remembered (
+               "user" text NOT NULL,
+               source text NOT NULL,
+               "until" bigint NOT NULL,
+               PRIMARY KEY ("user", source)
+           );"#,
+    )
+    .await?;
+    for role in &roles {
+        c.batch_execute(&login_grants(role)?).await?;
+    }
+    Ok(())
+}
+
+/// Schema 1 to 3, inside the caller's transaction: the old tables renamed out of the
+/// way, schema 3 made, the rows copied (each key sealed under `key` as the user's
+/// `default` factor), the old tables dropped, and the roles that could read the old
+/// tables (the module's, granted by `--login-role`) granted the same on the new ones.
+async fn migrate_v1(c: &Client, key: &HostKey, now: i64) -> std::result::Result<(), Failure> {
+    let grantees = login_roles(c).await?;
     c.batch_execute(
         "ALTER TABLE pam_totp.users RENAME TO users_v1;
          ALTER TABLE pam_totp.users_v1 RENAME CONSTRAINT users_pkey TO users_v1_pkey;
@@ -144,7 +180,7 @@ async fn migrate_v1(c: &Client, key: &HostKey, now: i64) -> std::result::Result<
              RENAME CONSTRAINT recovery_codes_pkey TO recovery_codes_v1_pkey;",
     )
     .await?;
-    c.batch_execute(SCHEMA_V2).await?;
+    c.batch_execute(SCHEMA).await?;
     c.batch_execute(
         r#"INSERT INTO pam_totp.users ("user", mandatory_since, window_start, window_failures,
                                       retired_step)
@@ -197,9 +233,8 @@ async fn migrate_v1(c: &Client, key: &HostKey, now: i64) -> std::result::Result<
         "DROP TABLE pam_totp.users_v1, pam_totp.throttle_v1, pam_totp.recovery_codes_v1",
     )
     .await?;
-    for r in &grantees {
-        let role: String = get(r, 0)?;
-        c.batch_execute(&login_grants(&role)?).await?;
+    for role in &grantees {
+        c.batch_execute(&login_grants(role)?).await?;
     }
     Ok(())
 }
@@ -462,14 +497,19 @@ impl PgStore {
                 match found {
                     SCHEMA_VERSION => {}
                     0 => {
-                        c.batch_execute(SCHEMA_V2).await?;
-                        c.batch_execute("INSERT INTO pam_totp.schema_version VALUES (2)")
+                        c.batch_execute(SCHEMA).await?;
+                        c.batch_execute("INSERT INTO pam_totp.schema_version VALUES (3)")
                             .await?;
                     }
                     1 => {
                         let key = HostKey::load(&key_path)?;
                         migrate_v1(c, &key, now).await?;
-                        c.batch_execute("UPDATE pam_totp.schema_version SET version = 2")
+                        c.batch_execute("UPDATE pam_totp.schema_version SET version = 3")
+                            .await?;
+                    }
+                    2 => {
+                        migrate_v2(c).await?;
+                        c.batch_execute("UPDATE pam_totp.schema_version SET version = 3")
                             .await?;
                     }
                     _ => {
@@ -1079,6 +1119,97 @@ async fn insert_factor(
     }
 }
 
+/// A [`Passed`] that can move into a statement's future.
+struct OwnedPassed {
+    source: String,
+    remember: Option<(String, i64)>,
+}
+
+impl From<&Passed<'_>> for OwnedPassed {
+    fn from(p: &Passed<'_>) -> Self {
+        OwnedPassed {
+            source: cut(p.source).to_string(),
+            remember: p.remember.map(|(s, until)| (cut(s).to_string(), until)),
+        }
+    }
+}
+
+/// The conditional UPDATE of a factor's step; when it changes nothing, a second read
+/// tells a replay from a factor that was removed or replaced meanwhile.
+async fn step_update(
+    c: &Client,
+    user: &str,
+    factor_id: i64,
+    step: i64,
+    now: i64,
+) -> std::result::Result<StepOutcome, Failure> {
+    let changed = query(
+        c,
+        r#"UPDATE pam_totp.factors SET last_step = $3, last_used_at = $4
+           WHERE id = $1 AND "user" = $2 AND (last_step IS NULL OR last_step < $3)
+           RETURNING 1"#,
+        &[P::Int(factor_id), text(user), P::Int(step), P::Int(now)],
+    )
+    .await?;
+    if changed.len() == 1 {
+        return Ok(StepOutcome::Accepted);
+    }
+    let exists = query(
+        c,
+        r#"SELECT 1 FROM pam_totp.factors WHERE id = $1 AND "user" = $2"#,
+        &[P::Int(factor_id), text(user)],
+    )
+    .await?;
+    Ok(if exists.is_empty() {
+        StepOutcome::FactorChanged
+    } else {
+        StepOutcome::Replayed
+    })
+}
+
+/// What a success clears and remembers (inside the caller's transaction, the user's
+/// row first): one failure of the user's window, the pair's failures, the source.
+async fn record_success(
+    c: &Client,
+    user: &str,
+    passed: &OwnedPassed,
+) -> std::result::Result<(), Failure> {
+    query(
+        c,
+        r#"UPDATE pam_totp.users SET window_failures = greatest(window_failures - 1, 0)
+           WHERE "user" = $1"#,
+        &[text(user)],
+    )
+    .await?;
+    query(
+        c,
+        r#"DELETE FROM pam_totp.throttle WHERE "user" = $1 AND source = $2"#,
+        &[text(user), text(&passed.source)],
+    )
+    .await?;
+    if let Some((source, until)) = &passed.remember {
+        query(
+            c,
+            r#"INSERT INTO pam_totp.remembered ("user", source, "until") VALUES ($1, $2, $3)
+               ON CONFLICT ("user", source) DO UPDATE SET "until" = excluded."until""#,
+            &[text(user), text(source), P::Int(*until)],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Forgets every source remembered for the user (inside the caller's transaction).
+async fn forget_sources(c: &Client, user: &str) -> std::result::Result<(), Failure> {
+    query(
+        c,
+        r#"DELETE FROM pam_totp.remembered WHERE "user" = $1"#,
+        &[text(user)],
+    )
+    .await?;
+    Ok(())
+}
+
 impl Store for PgStore {
     /// One statement, which also tells a store of another schema apart. It ends the
     /// session: a person is asked for a code next.
@@ -1088,10 +1219,11 @@ impl Store for PgStore {
             Box::pin(async move {
                 let sql = format!(
                     r#"SELECT v.version, u.window_start, u.window_failures, t.failures,
-                              t.locked_until, {FACTOR_COLUMNS}
+                              t.locked_until, m."until", {FACTOR_COLUMNS}
                        FROM pam_totp.schema_version v
                        LEFT JOIN pam_totp.users u ON u."user" = $1
                        LEFT JOIN pam_totp.throttle t ON t."user" = $1 AND t.source = $2
+                       LEFT JOIN pam_totp.remembered m ON m."user" = $1 AND m.source = $2
                        LEFT JOIN pam_totp.factors f ON f."user" = $1
                        ORDER BY {FACTOR_ORDER}"#
                 );
@@ -1114,8 +1246,8 @@ impl Store for PgStore {
         }
         let mut factors = Vec::new();
         for r in &rows {
-            if get::<Option<i64>>(r, 5)?.is_some() {
-                factors.push(self.factor_from_row(user, r, 5)?);
+            if get::<Option<i64>>(r, 6)?.is_some() {
+                factors.push(self.factor_from_row(user, r, 6)?);
             }
         }
         Ok(LoginState {
@@ -1128,6 +1260,7 @@ impl Store for PgStore {
                 failures: u32_from(get::<Option<i64>>(first, 3)?.unwrap_or(0)),
                 locked_until: get::<Option<i64>>(first, 4)?.unwrap_or(0),
             },
+            remembered_until: get(first, 5)?,
         })
     }
 
@@ -1235,24 +1368,51 @@ impl Store for PgStore {
     }
 
     /// The user's row first, as everywhere, then the pair's.
-    fn attempt_succeeded(&self, user: &str, source: &str) -> Result<()> {
-        let (user, source) = (user.to_string(), cut(source).to_string());
-        self.transaction(move |c| {
+    fn attempt_succeeded(&self, user: &str, passed: &Passed<'_>) -> Result<()> {
+        let (user, passed) = (user.to_string(), OwnedPassed::from(passed));
+        self.transaction(move |c| Box::pin(async move { record_success(c, &user, &passed).await }))
+    }
+
+    /// One transaction: the user's row locked first (as by every writer of the throttle
+    /// rows), then the conditional UPDATE of the step, then what a success clears and
+    /// remembers. Racing logins with the same step queue on the user's row; the first
+    /// commits, the others find the step taken and roll back.
+    fn accept_login(
+        &self,
+        user: &str,
+        factor_id: i64,
+        step: i64,
+        now: i64,
+        passed: &Passed<'_>,
+    ) -> Result<StepOutcome> {
+        let (user, passed) = (user.to_string(), OwnedPassed::from(passed));
+        self.run(false, move |c| {
             Box::pin(async move {
-                query(
-                    c,
-                    r#"UPDATE pam_totp.users SET window_failures = greatest(window_failures - 1, 0)
-                       WHERE "user" = $1"#,
-                    &[text(&user)],
-                )
-                .await?;
-                query(
-                    c,
-                    r#"DELETE FROM pam_totp.throttle WHERE "user" = $1 AND source = $2"#,
-                    &[text(&user), text(&source)],
-                )
-                .await?;
-                Ok(())
+                c.batch_execute("BEGIN").await?;
+                let outcome = async {
+                    query(
+                        c,
+                        r#"SELECT 1 FROM pam_totp.users WHERE "user" = $1 FOR UPDATE"#,
+                        &[text(&user)],
+                    )
+                    .await?;
+                    let outcome = step_update(c, &user, factor_id, step, now).await?;
+                    if outcome == StepOutcome::Accepted {
+                        record_success(c, &user, &passed).await?;
+                    }
+                    Ok::<_, Failure>(outcome)
+                }
+                .await;
+                match outcome {
+                    Ok(StepOutcome::Accepted) => {
+                        c.batch_execute("COMMIT").await?;
+                        Ok(StepOutcome::Accepted)
+                    }
+                    other => {
+                        let _ = c.batch_execute("ROLLBACK").await;
+                        other
+                    }
+                }
             })
         })
     }
@@ -1264,30 +1424,7 @@ impl Store for PgStore {
     fn accept_step(&self, user: &str, factor_id: i64, step: i64, now: i64) -> Result<StepOutcome> {
         let user = user.to_string();
         self.run(false, move |c| {
-            Box::pin(async move {
-                let changed = query(
-                    c,
-                    r#"UPDATE pam_totp.factors SET last_step = $3, last_used_at = $4
-                       WHERE id = $1 AND "user" = $2 AND (last_step IS NULL OR last_step < $3)
-                       RETURNING 1"#,
-                    &[P::Int(factor_id), text(&user), P::Int(step), P::Int(now)],
-                )
-                .await?;
-                if changed.len() == 1 {
-                    return Ok(StepOutcome::Accepted);
-                }
-                let exists = query(
-                    c,
-                    r#"SELECT 1 FROM pam_totp.factors WHERE id = $1 AND "user" = $2"#,
-                    &[P::Int(factor_id), text(&user)],
-                )
-                .await?;
-                Ok(if exists.is_empty() {
-                    StepOutcome::FactorChanged
-                } else {
-                    StepOutcome::Replayed
-                })
-            })
+            Box::pin(async move { step_update(c, &user, factor_id, step, now).await })
         })
     }
 
@@ -1399,6 +1536,7 @@ impl Store for PgStore {
                 }
                 let id =
                     insert_factor(c, &user, &name, sealed, params, now, None, last_step).await?;
+                forget_sources(c, &user).await?;
                 if let Some(codes) = codes {
                     write_recovery_codes(c, &user, &codes).await?;
                 }
@@ -1449,6 +1587,7 @@ impl Store for PgStore {
                     &[text(&user)],
                 )
                 .await?;
+                forget_sources(c, &user).await?;
                 if name.is_none() {
                     query(
                         c,
@@ -1475,7 +1614,8 @@ impl Store for PgStore {
             r#"SELECT EXISTS (SELECT 1 FROM pam_totp.users WHERE "user" = $1)
                    OR EXISTS (SELECT 1 FROM pam_totp.factors WHERE "user" = $1)
                    OR EXISTS (SELECT 1 FROM pam_totp.recovery_codes WHERE "user" = $1)
-                   OR EXISTS (SELECT 1 FROM pam_totp.throttle WHERE "user" = $1)"#,
+                   OR EXISTS (SELECT 1 FROM pam_totp.throttle WHERE "user" = $1)
+                   OR EXISTS (SELECT 1 FROM pam_totp.remembered WHERE "user" = $1)"#,
             vec![text(user)],
         )?;
         match rows.first() {
@@ -1502,6 +1642,7 @@ impl Store for PgStore {
                     &[text(&user)],
                 )
                 .await?;
+                forget_sources(c, &user).await?;
                 Ok(!window.is_empty() || !pairs.is_empty())
             })
         })
@@ -1679,6 +1820,7 @@ impl Store for PgStore {
                     )
                     .await?;
                 }
+                forget_sources(c, &user).await?;
                 write_recovery_codes(c, &user, &codes).await
             })
         })

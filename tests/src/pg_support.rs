@@ -347,6 +347,17 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `pg_dump` of `db` as the superuser, in plain SQL (what a backup holds).
+    pub fn dump(&self, db: &str) -> Vec<u8> {
+        let args = self.psql_args(db);
+        // psql's connection arguments, from `-h` on, suit pg_dump too.
+        let from = args.iter().position(|a| a == "-h").unwrap();
+        let mut argv = vec![bin("pg_dump").to_str().unwrap().to_string()];
+        argv.extend(args[from..].iter().cloned());
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        as_postgres(&argv, None).stdout
+    }
+
     /// A psql session as the superuser in the fleet database, reading SQL from the
     /// returned child's stdin (for a transaction held open while a login runs).
     pub fn session(&self) -> Child {

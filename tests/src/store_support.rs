@@ -1,6 +1,6 @@
 //! Direct access to a SQLite store's tables for test and benchmark set-up: many users
 //! written in one transaction, and state moved as if time had passed. Plain SQL on the
-//! tables of schema 3 (pam_totp/src/store.rs describes them); keys sealed with the
+//! tables of schema 4 (pam_totp/src/store.rs describes them); keys sealed with the
 //! store's own sealing under the host key file the module reads.
 
 use pam_totp::otp::OtpParams;

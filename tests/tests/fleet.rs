@@ -350,6 +350,47 @@ fn one_enrollment_one_replay_state_one_throttle_across_hosts() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("is ready"));
 }
 
+/// A `pg_dump` of the fleet's database after enrollments and logins (one remembered)
+/// holds no key: not raw, not in base32 (either case), not in hex (either case).
+#[test]
+fn a_pg_dump_of_the_fleet_holds_no_key() {
+    let build = pg_build_or_skip!();
+    let fleet = Fleet::new("fleetdump", build, "[policy]\nremember_source = \"1h\"\n");
+    let admin_config = fleet.admin_config();
+    let secrets = [SECRET, SECRET_BOB, SECRET_CAROL];
+    for (user, secret) in ["alice", "bob", "carol"].iter().zip(secrets) {
+        fleet.enroll(&admin_config, user, secret);
+    }
+    wait_for_fresh_step(30, 8);
+    let run = fleet.login("fleet", "alice", "198.51.100.1", &code(SECRET, 0));
+    assert!(run.is("PAM_SUCCESS"), "{run:?}");
+    let run = fleet.login("fleet", "bob", "198.51.100.1", "000000");
+    assert!(run.is("PAM_AUTH_ERR"), "{run:?}");
+    let dump = fleet.pg.dump("pam_totp");
+    let text = String::from_utf8_lossy(&dump);
+    assert!(text.contains("COPY pam_totp.factors"), "{text}");
+    assert!(text.contains("COPY pam_totp.remembered"), "{text}");
+    for secret in secrets {
+        let key = pam_totp::otp::decode_base32(secret).unwrap();
+        let raw = key.as_bytes();
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let forms: [&[u8]; 6] = [
+            raw,
+            secret.as_bytes(),
+            &secret.to_ascii_lowercase().into_bytes(),
+            hex.as_bytes(),
+            &hex.to_ascii_uppercase().into_bytes(),
+            &raw[..raw.len() / 2],
+        ];
+        for (i, form) in forms.iter().enumerate() {
+            assert!(
+                !dump.windows(form.len()).any(|w| w == *form),
+                "form {i} of a key is in the dump"
+            );
+        }
+    }
+}
+
 #[test]
 fn store_copy_moves_a_host_into_the_fleet_and_back() {
     let build = pg_build_or_skip!();
@@ -435,7 +476,7 @@ fn doctor_checks_the_postgresql_store() {
     assert!(
         text.lines().any(|l| l.starts_with("ok")
             && l.contains("connected (TLS verified against sslrootcert)")
-            && l.contains("schema version 2")),
+            && l.contains("schema version 3")),
         "{text}"
     );
     assert!(!text.contains("FAIL"), "{text}");
@@ -527,6 +568,25 @@ INSERT INTO pam_totp.users (name, mandatory_since) VALUES ('bob', 77);
 INSERT INTO pam_totp.throttle VALUES ('alice', '203.0.113.9', 2, 0);
 ";
 
+/// Before `store init`, a login on an older schema fails closed saying what to run;
+/// `store init` then migrates from `version`.
+fn migrated_by_store_init(fleet: &Fleet, version: i64) {
+    wait_for_fresh_step(30, 10);
+    let before = fleet.login("fleet", "alice", "198.51.100.1", &code(SECRET, 0));
+    assert!(before.is("PAM_AUTHINFO_UNAVAIL"), "{before:?}");
+    assert!(
+        before.run.log_contains("run totp-admin store init"),
+        "{before:?}"
+    );
+    let out = fleet.admin(&["store", "init"], "");
+    assert_ok(&out, "store init");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("from version {version} to 3")),
+        "{text}"
+    );
+}
+
 /// A fleet's schema of version 1 is migrated by `store init`: a login before that fails
 /// closed, saying what to run; after it the keys are sealed, the module's role keeps
 /// what it may do, and logins go on with the state they had.
@@ -538,18 +598,7 @@ fn a_version_1_schema_is_migrated() {
         "pam_totp",
         &format!("DROP SCHEMA pam_totp CASCADE; {SCHEMA_V1}"),
     );
-    wait_for_fresh_step(30, 10);
-    let before = fleet.login("fleet", "alice", "198.51.100.1", &code(SECRET, 0));
-    assert!(before.is("PAM_AUTHINFO_UNAVAIL"), "{before:?}");
-    assert!(
-        before.run.log_contains("run totp-admin store init"),
-        "{before:?}"
-    );
-
-    let out = fleet.admin(&["store", "init"], "");
-    assert_ok(&out, "store init");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("from version 1 to 2"), "{text}");
+    migrated_by_store_init(&fleet, 1);
     let clear = fleet.pg.sql_in(
         "pam_totp",
         "SELECT count(*) FROM pam_totp.factors
@@ -563,7 +612,7 @@ fn a_version_1_schema_is_migrated() {
     );
     assert_eq!(
         tables,
-        "factors,recovery_codes,schema_version,throttle,users"
+        "factors,recovery_codes,remembered,schema_version,throttle,users"
     );
 
     let login = fleet.login("fleet", "alice", "198.51.100.1", &code(SECRET, 0));
@@ -581,6 +630,30 @@ fn a_version_1_schema_is_migrated() {
         "SELECT mandatory_since FROM pam_totp.users WHERE \"user\" = 'bob'",
     );
     assert_eq!(since, "77");
+}
+
+/// A fleet's schema of version 2 (version 3 without `remembered`) is migrated by
+/// `store init`, and the module's role may then remember a source.
+#[test]
+fn a_version_2_schema_gains_the_remembered_sources() {
+    let build = pg_build_or_skip!();
+    let fleet = Fleet::new("fleet-v2", build, "[policy]\nremember_source = \"1h\"\n");
+    fleet.enroll(&fleet.admin_config(), "alice", SECRET);
+    fleet.pg.sql_in(
+        "pam_totp",
+        "DROP TABLE pam_totp.remembered; UPDATE pam_totp.schema_version SET version = 2",
+    );
+    migrated_by_store_init(&fleet, 2);
+    let login = fleet.login("fleet", "alice", "198.51.100.1", &code(SECRET, 0));
+    assert!(login.is("PAM_SUCCESS"), "{login:?}");
+    let again = fleet.login("fleet", "alice", "198.51.100.1", "");
+    assert!(again.is("PAM_SUCCESS"), "{again:?}");
+    assert!(
+        again.run.log_contains("reason=\"remembered source\""),
+        "{again:?}"
+    );
+    let elsewhere = fleet.login("fleet", "alice", "198.51.100.2", "");
+    assert!(!elsewhere.is("PAM_SUCCESS"), "{elsewhere:?}");
 }
 
 /// A listener that accepts connections and never says a word, until dropped.

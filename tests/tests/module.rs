@@ -797,3 +797,72 @@ fn either_factor_passes_and_refusals_say_why() {
     );
     assert!(denied.log_contains("reason=\"wrong code\""), "{denied:?}");
 }
+
+/// `remember_source`: a user who passed with a code from one remote address is not asked
+/// again from it; asked from another address, from no address, through sudo; asked
+/// again after `unlock`, `reset` and a replaced factor.
+#[test]
+fn a_remembered_source_is_not_asked_again() {
+    const OTHER: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    const THIRD: &str = "KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU";
+    let (sb, _) = world("remember", "[policy]\nremember_source = \"8h\"\n");
+    sb.service("sudo", STACK);
+    let asked = |run: &PamRun| run.stdout.contains("Verification code: ");
+    let password_only =
+        |service: &str, extra: &[&str]| sb.pam(service, "alice", extra, &answers(&[PASSWORD]));
+    let here = ["--rhost", "192.0.2.10"];
+    wait_for_fresh_step(30, 5);
+    let first = login(&sb, "alice", "192.0.2.10", &code(SECRET, 0));
+    assert!(first.auth_is("PAM_SUCCESS") && asked(&first), "{first:?}");
+
+    let again = password_only("login", &here);
+    assert!(again.auth_is("PAM_SUCCESS") && !asked(&again), "{again:?}");
+    assert!(
+        again.log_contains(
+            "user=\"alice\" service=\"login\" source=\"192.0.2.10\" result=success reason=\"remembered source\""
+        ),
+        "{:?}",
+        again.logs
+    );
+    for (service, extra) in [
+        ("login", &["--rhost", "192.0.2.11"][..]),
+        ("login", &["--tty", "tty3"][..]),
+        ("sudo", &here[..]),
+    ] {
+        let run = password_only(service, extra);
+        assert!(
+            !run.auth_is("PAM_SUCCESS") && asked(&run),
+            "{service} {extra:?}: {run:?}"
+        );
+    }
+
+    // unlock forgets it; a code remembers it again.
+    assert!(sb
+        .admin(&["unlock", "--user", "alice"], "")
+        .status
+        .success());
+    assert!(asked(&password_only("login", &here)));
+    let run = login(&sb, "alice", "192.0.2.10", &code(SECRET, 30));
+    assert!(run.auth_is("PAM_SUCCESS"), "{run:?}");
+    assert!(!asked(&password_only("login", &here)));
+
+    // So does a reset: enrolled again, alice is asked; a recovery code remembers it.
+    assert!(sb.admin(&["reset", "--user", "alice"], "").status.success());
+    let recovery = sb.enroll("alice", THIRD);
+    assert!(asked(&password_only("login", &here)));
+    let run = login(&sb, "alice", "192.0.2.10", &recovery[0]);
+    assert!(run.auth_is("PAM_SUCCESS"), "{run:?}");
+    assert!(!asked(&password_only("login", &here)));
+
+    // A replaced factor forgets it.
+    let out = sb.admin(
+        &["enroll", "--user", "alice", "--secret-stdin", "--replace"],
+        &format!("{OTHER}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(asked(&password_only("login", &here)));
+}

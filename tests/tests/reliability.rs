@@ -168,6 +168,18 @@ impl Rng {
 
 /// Starts `cmd`, kills it with SIGKILL after `delay` unless it ended first, and
 /// returns its output and whether it ran to the end (rather than being killed).
+/// How long one successful `totp-admin ARGS` takes, so that kill points cover all of it.
+fn timed_admin(sb: &Sandbox, args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let out = sb.admin(args, "");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed()
+}
+
 fn run_and_kill(mut cmd: Command, stdin: &[u8], delay: Duration) -> (Output, bool) {
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -425,14 +437,7 @@ fn kill_totp_admin() {
         stable.iter().map(|n| victim_state(&store, n)).collect()
     };
     // How long one operation takes, so the kill points cover all of it.
-    let t = Instant::now();
-    let out = sb.admin(&["recovery-codes", "--user", &victims[0]], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let typical = t.elapsed();
+    let typical = timed_admin(&sb, &["recovery-codes", "--user", &victims[0]]);
     let mut killed = 0;
     for op in 0..ops {
         let victim = &victims[rng.below(victims.len() as u64) as usize];
@@ -1150,4 +1155,186 @@ fn no_secret_left_after_pam_end() {
                 .join(" ")
         );
     }
+}
+
+// ---------------------------------------------------------------------------------
+// store rekey
+// ---------------------------------------------------------------------------------
+
+/// Every user's factor opens with the host key at `key`, and is the key they enrolled.
+fn assert_all_open_with(sb: &Sandbox, key: &std::path::Path, prefix: &str, count: usize) {
+    let store = SqliteStore::open_for_reading(&sb.store_path(), key).unwrap();
+    for i in 0..count {
+        let state = store.login_state(&user(prefix, i), "x").unwrap();
+        assert_eq!(
+            state.factors.len(),
+            1,
+            "{} lost its factor",
+            user(prefix, i)
+        );
+        assert_eq!(
+            state.factors[0].secret.as_bytes(),
+            secret(prefix, i).as_bytes(),
+            "{}'s key",
+            user(prefix, i)
+        );
+    }
+}
+
+/// Whether every factor of the store opens with the key file at `key`.
+fn opens_with(sb: &Sandbox, key: &std::path::Path) -> bool {
+    let host_key = pam_totp::store::seal::HostKey::load(key).unwrap();
+    SqliteStore::open_for_reading(&sb.store_path(), &sb.key_path())
+        .unwrap()
+        .opens_with(&host_key)
+        .unwrap()
+}
+
+/// `totp-admin store rekey`, run again and again while logins go on: every right code
+/// either passes or fails closed (the moment between the re-sealing commit and the key
+/// file's replacement), no wrong code ever passes, and afterwards every key opens with
+/// the last key file and with none of the earlier ones.
+#[test]
+fn store_rekey_while_logins_run() {
+    let rounds = 40;
+    let sb = Sandbox::new("rekeylogins");
+    sb.write_config("");
+    enroll_many(&sb.store_path(), &sb.key_path(), "rk", rounds);
+    sb.add_many_users("rk", rounds);
+    wrapped_service(&sb, "rk");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut old_keys = Vec::new();
+    std::thread::scope(|s| {
+        let logins = s.spawn(|| {
+            let mut outcomes = Vec::new();
+            // One user a round, so that no right code is a replay.
+            for i in 0..rounds {
+                let key = secret("rk", i);
+                let t = unix_now();
+                let right = code_at(&key, &PARAMS, t).to_string();
+                let wrong = (0..10)
+                    .map(|d| format!("{:06}", (right.parse::<u32>().unwrap() + 1 + d) % 1_000_000))
+                    .find(|c| {
+                        (0..4).all(|k| *c != code_at(&key, &PARAMS, t + k * 30 - 60).to_string())
+                    })
+                    .unwrap();
+                let name = user("rk", i);
+                let script = format!(
+                    "{}\n{}\n",
+                    auth_line(&sb, "rk", name.as_bytes(), b"192.0.2.9", wrong.as_bytes()),
+                    auth_line(&sb, "rk", name.as_bytes(), b"192.0.2.9", right.as_bytes())
+                );
+                let (auths, run) = sandboxed_script(&sb, &script);
+                assert_eq!(auths.len(), 2, "{run:?}");
+                outcomes.push((name, auths, run.logs));
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            outcomes
+        });
+        let mut rekeys = 0;
+        // Bounded: the logins end after `rounds` rounds; a rekey each time round.
+        while !done.load(std::sync::atomic::Ordering::SeqCst) && rekeys < 200 {
+            let saved = sb.dir.join(format!("old-key-{rekeys}"));
+            std::fs::copy(sb.key_path(), &saved).unwrap();
+            old_keys.push(saved);
+            let out = sb.admin(&["store", "rekey"], "");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            rekeys += 1;
+        }
+        let outcomes = logins.join().unwrap();
+        let mut passed = 0;
+        let mut closed = 0;
+        for (name, auths, logs) in &outcomes {
+            assert!(
+                auths[0].starts_with("PAM_AUTH_ERR")
+                    || auths[0].starts_with("PAM_AUTHINFO_UNAVAIL"),
+                "{name}: a wrong code gave {}: {logs:?}",
+                auths[0]
+            );
+            if auths[1].starts_with("PAM_SUCCESS") {
+                passed += 1;
+            } else {
+                assert!(
+                    auths[1].starts_with("PAM_AUTHINFO_UNAVAIL"),
+                    "{name}: the right code gave {}: {logs:?}",
+                    auths[1]
+                );
+                closed += 1;
+            }
+        }
+        eprintln!("rekey while logging in: {rekeys} rekeys, {passed} right codes passed, {closed} failed closed");
+        assert!(rekeys >= 2, "the logins ended before a second rekey");
+        assert!(
+            passed > rounds / 2,
+            "{passed} of {rounds} right codes passed"
+        );
+    });
+    assert_eq!(integrity(&sb.store_path()), "ok");
+    assert_all_open_with(&sb, &sb.key_path(), "rk", rounds);
+    for old in &old_keys {
+        assert!(!opens_with(&sb, old), "a key opens with {}", old.display());
+    }
+}
+
+/// `totp-admin store rekey` killed with SIGKILL at random points: the store stays
+/// intact, no enrollment is lost, and its factors open all with the key file or (killed
+/// between the commit and the rename) all with the pending `KEY.new`, never some with
+/// each; the next rekey finishes the job.
+#[test]
+fn kill_store_rekey() {
+    let ops = env_number("PAM_TOTP_FAULT_OPS", 1_000).min(150) as usize;
+    let count = 30;
+    let mut rng = Rng::seeded("kill_store_rekey");
+    let sb = Sandbox::new("killrekey");
+    sb.write_config("");
+    enroll_many(&sb.store_path(), &sb.key_path(), "kr", count);
+    let pending = pam_totp::store::seal::pending_key_path(&sb.key_path());
+    let typical = timed_admin(&sb, &["store", "rekey"]);
+    let mut killed = 0;
+    let mut between = 0;
+    for op in 0..ops {
+        let mut cmd = sb.command(totp_admin());
+        cmd.arg("--config")
+            .arg(sb.config_path())
+            .args(["store", "rekey"]);
+        let delay = Duration::from_micros(rng.below(typical.as_micros() as u64 * 2 + 1));
+        let (out, completed) = run_and_kill(cmd, b"", delay);
+        killed += usize::from(!completed);
+        if completed {
+            assert!(
+                out.status.success(),
+                "op {op}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_eq!(integrity(&sb.store_path()), "ok", "op {op}");
+        if opens_with(&sb, &sb.key_path()) {
+            assert_all_open_with(&sb, &sb.key_path(), "kr", count);
+        } else {
+            assert!(
+                pending.exists() && opens_with(&sb, &pending),
+                "op {op}: the factors open neither with the key file nor with KEY.new"
+            );
+            assert_all_open_with(&sb, &pending, "kr", count);
+            between += 1;
+        }
+    }
+    eprintln!(
+        "kill_store_rekey: {ops} runs (one takes ~{typical:?}), {killed} killed, {between} between commit and rename"
+    );
+    assert!(
+        killed > ops / 10,
+        "too few runs were killed to test anything"
+    );
+    let out = sb.admin(&["store", "rekey"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_all_open_with(&sb, &sb.key_path(), "kr", count);
 }

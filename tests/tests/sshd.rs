@@ -1267,3 +1267,39 @@ fn a_user_without_a_password_is_told_how_to_enroll() {
         );
     }
 }
+
+/// `remember_source`: the second ssh login from 127.0.0.1 is not asked for a code, and
+/// its log line says why it passed.
+#[test]
+fn a_second_login_from_a_remembered_address() {
+    let host = Host::snapshot();
+    let sb = Sandbox::new("ssh-remember");
+    sb.add_user("alice", PASSWORD, None, &[]);
+    sb.write_config("[policy]\nremember_source = \"1h\"\n");
+    init_store(&sb);
+    sb.enroll("alice", SECRET);
+    let sshd = Sshd::start(&sb, "keyboard-interactive", &example("sshd"));
+
+    wait_for_fresh_step(30, 8);
+    let first = password_login(&sshd, "alice", PASSWORD, &code(SECRET, 0));
+    assert!(first.logged_in_as("alice"), "{}", first.text);
+    let second = sshd.ssh("alice", KBDINT, &[("Password: ", PASSWORD)]);
+    assert!(second.logged_in_as("alice"), "{}", second.text);
+    assert!(
+        !second.text.contains("Verification code"),
+        "{}",
+        second.text
+    );
+    let log = module_log(&sshd);
+    assert!(
+        log.iter().any(|l| l.contains(
+            "user=\"alice\" service=\"sshd-totptest\" source=\"127.0.0.1\" result=success reason=\"remembered source\""
+        )),
+        "{log:?}"
+    );
+    // A wrong password still ends the login.
+    let bad_password = sshd.ssh("alice", KBDINT, &[("Password: ", "wrong password")]);
+    assert!(!bad_password.logged_in_as("alice"), "{}", bad_password.text);
+    drop(sshd);
+    host.check();
+}

@@ -589,3 +589,164 @@ fn a_refused_answer_says_why() {
         None
     );
 }
+
+/// Where the next login of alice from `l` goes, without answering anything.
+fn next_for(config: &Config, store: &SqliteStore, l: &Login<'_>, now: i64) -> &'static str {
+    match start_login(config, store, l, optional(), now).unwrap() {
+        Next::AskCode(..) => "ask",
+        Next::Remembered(_) => "remembered",
+        Next::Done(Outcome::Denied(DenyReason::Throttled { .. }), _) => "throttled",
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn remembering() -> Config {
+    let mut config = Config::default();
+    config.policy.remember_source = Duration(8 * 3600);
+    config
+}
+
+#[test]
+fn a_remembered_source_is_not_asked_again_until_the_time_runs_out() {
+    let config = remembering();
+    let store = enrolled_store(&[]);
+    let here = login("alice", Some("192.0.2.1"));
+    assert_eq!(next_for(&config, &store, &here, NOW), "ask");
+    assert_eq!(
+        attempt(&config, &store, &here, &code_at_offset(0), NOW),
+        Outcome::Success(Method::Code)
+    );
+    assert_eq!(next_for(&config, &store, &here, NOW + 60), "remembered");
+    assert_eq!(
+        next_for(&config, &store, &here, NOW + 8 * 3600 - 1),
+        "remembered"
+    );
+    assert_eq!(next_for(&config, &store, &here, NOW + 8 * 3600), "ask");
+    // Another address, the same address as a name, no address, su and sudo: asked.
+    let there = login("alice", Some("192.0.2.2"));
+    assert_eq!(next_for(&config, &store, &there, NOW + 60), "ask");
+    let console = login("alice", None);
+    assert_eq!(next_for(&config, &store, &console, NOW + 60), "ask");
+    for service in NEVER_REMEMBERED_SERVICES {
+        let switch = Login { service, ..here };
+        assert_eq!(next_for(&config, &store, &switch, NOW + 60), "ask");
+    }
+    // Turned off, or shortened below what is left: asked.
+    assert_eq!(next_for(&Config::default(), &store, &here, NOW + 60), "ask");
+    let mut shorter = config.clone();
+    shorter.policy.remember_source = Duration(3600);
+    assert_eq!(next_for(&shorter, &store, &here, NOW + 60), "ask");
+    assert_eq!(
+        next_for(&shorter, &store, &here, NOW + 7 * 3600 + 1),
+        "remembered"
+    );
+}
+
+#[test]
+fn only_literal_addresses_are_remembered() {
+    let config = remembering();
+    for (rhost, service) in [
+        ("host.example.org", "sshd"),
+        ("192.0.2.1", "sudo"),
+        ("192.0.2.1", "su"),
+        ("", "sshd"),
+    ] {
+        let store = enrolled_store(&[]);
+        let l = Login {
+            user: "alice",
+            service,
+            rhost: Some(rhost),
+            tty: Some("pts/1"),
+        };
+        assert_eq!(
+            attempt(&config, &store, &l, &code_at_offset(0), NOW),
+            Outcome::Success(Method::Code)
+        );
+        assert_eq!(
+            next_for(&config, &store, &l, NOW + 60),
+            "ask",
+            "{rhost} {service}"
+        );
+    }
+    let l = login("alice", Some("2001:db8::1"));
+    assert_eq!(l.rememberable_source(), Some("2001:db8::1"));
+}
+
+#[test]
+fn a_recovery_code_remembers_the_source_too() {
+    let config = remembering();
+    let store = enrolled_store(&["abcd-efgh-ijkl"]);
+    let here = login("alice", Some("192.0.2.1"));
+    assert_eq!(
+        attempt(&config, &store, &here, &Answer::from("abcd-efgh-ijkl"), NOW),
+        Outcome::Success(Method::RecoveryCode)
+    );
+    assert_eq!(next_for(&config, &store, &here, NOW + 60), "remembered");
+}
+
+fn enroll_factor(store: &SqliteStore, name: &str) {
+    let enrollment = Enrollment {
+        name,
+        secret: &key(),
+        params: params(),
+        mode: EnrollMode::New,
+        recovery_codes: None,
+        confirmed_step: None,
+    };
+    store.enroll("alice", &enrollment, NOW).unwrap();
+}
+
+#[test]
+fn reset_unlock_and_a_new_factor_forget_remembered_sources() {
+    let config = remembering();
+    let here = login("alice", Some("192.0.2.1"));
+    let remembered_store = || {
+        let store = enrolled_store(&[]);
+        attempt(&config, &store, &here, &code_at_offset(0), NOW);
+        assert_eq!(next_for(&config, &store, &here, NOW + 60), "remembered");
+        store
+    };
+    let store = remembered_store();
+    store.unlock("alice").unwrap();
+    assert_eq!(next_for(&config, &store, &here, NOW + 60), "ask");
+
+    let store = remembered_store();
+    enroll_factor(&store, "spare");
+    assert_eq!(next_for(&config, &store, &here, NOW + 60), "ask");
+    // Remembered again, then the spare removed (`disable --name`, `reset --name`).
+    attempt(&config, &store, &here, &code_at_offset(1), NOW + 60);
+    assert_eq!(next_for(&config, &store, &here, NOW + 61), "remembered");
+    assert_eq!(store.remove_factors("alice", Some("spare")).unwrap(), 1);
+    assert_eq!(next_for(&config, &store, &here, NOW + 61), "ask");
+
+    let store = remembered_store();
+    store.remove_factors("alice", None).unwrap();
+    enroll_factor(&store, DEFAULT_FACTOR);
+    let remembered: Option<i64> = store
+        .login_state("alice", "192.0.2.1")
+        .unwrap()
+        .remembered_until;
+    assert_eq!(remembered, None);
+}
+
+/// A remembered source skips the code, never the throttle: a user locked by the
+/// per-user ceiling is refused from it as from anywhere.
+#[test]
+fn a_locked_user_is_refused_from_a_remembered_source() {
+    let mut config = remembering();
+    config.throttle.user_max_failures = 3;
+    let store = enrolled_store(&[]);
+    let here = login("alice", Some("192.0.2.1"));
+    attempt(&config, &store, &here, &code_at_offset(0), NOW);
+    for i in 0..3 {
+        let rhost = format!("203.0.113.{i}");
+        attempt(
+            &config,
+            &store,
+            &login("alice", Some(&rhost)),
+            &Answer::from("000000"),
+            NOW + 1,
+        );
+    }
+    assert_eq!(next_for(&config, &store, &here, NOW + 2), "throttled");
+}

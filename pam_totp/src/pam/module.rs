@@ -7,7 +7,9 @@ use super::ffi::*;
 use super::handle::{arguments, ConvError, Handle, Items, Style};
 use super::{unix_now, CODE_PROMPT};
 use crate::account::{canonical_account, Membership};
-use crate::auth::{self, DenyReason, IgnoreReason, Login, Next, Notice, Outcome};
+use crate::auth::{
+    self, Challenge, DenyReason, IgnoreReason, Login, Method, Next, Notice, Outcome,
+};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::first_factor::{
     publickey_passed_in, KeyCheck, AUTH_INFO_VAR, COMBINED_PROMPT, DEFAULT_SSH_SERVICE,
@@ -16,7 +18,7 @@ use crate::log::{decision_line, login_fields, quoted};
 use crate::policy::{policy_for, Policy};
 use crate::secret::Answer;
 use crate::stack;
-use crate::store::open_for_login;
+use crate::store::{open_for_login, Store};
 use std::ffi::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -333,47 +335,19 @@ fn decide(
             }
             (outcome, None)
         }
+        // The code's own prompt is skipped; one answer carrying the password and the
+        // code is checked as always.
+        Next::Remembered(_) if combined.is_none() => {
+            (Outcome::Success(Method::RememberedSource), None)
+        }
+        Next::Remembered(challenge) => {
+            ask_code(handle, config, &*store, login, &challenge, combined)
+        }
         Next::AskCode(challenge, notice) => {
             if let Some(n) = notice {
                 show(handle, &n);
             }
-            if let Some((answer, asked_at)) = combined {
-                let answered_at = unix_now();
-                return match auth::check_combined(
-                    config,
-                    &*store,
-                    login,
-                    &challenge,
-                    answer,
-                    asked_at,
-                    answered_at,
-                ) {
-                    Ok((outcome, len)) => {
-                        tell(handle, &outcome);
-                        (outcome, Some(len))
-                    }
-                    Err(e) => (Outcome::Unavailable(e.to_string()), None),
-                };
-            }
-            let asked_at = unix_now();
-            let answer = match handle.prompt_hidden(CODE_PROMPT) {
-                Ok(a) => a,
-                Err(ConvError) => return (Outcome::ConversationFailed, None),
-            };
-            // The code is checked against the time the answer arrived.
-            let answered_at = unix_now();
-            let outcome = auth::check_answer(
-                config,
-                &*store,
-                login,
-                &challenge,
-                &answer,
-                asked_at,
-                answered_at,
-            )
-            .unwrap_or_else(|e| Outcome::Unavailable(e.to_string()));
-            tell(handle, &outcome);
-            (outcome, None)
+            ask_code(handle, config, &*store, login, &challenge, combined)
         }
         // One answer cannot carry an enrollment (a QR code, a confirmation, the
         // recovery codes): refused, as without enroll_at_login.
@@ -394,6 +368,55 @@ fn tell(handle: &Handle, outcome: &Outcome) {
     if let Some(n) = auth::notice_after_answer(outcome) {
         show(handle, &n);
     }
+}
+
+/// Asks for the code (or, with `forward_pass`, checks the answer that came with the
+/// password) and checks it.
+fn ask_code(
+    handle: &Handle,
+    config: &Config,
+    store: &dyn Store,
+    login: &Login<'_>,
+    challenge: &Challenge,
+    combined: Option<Combined<'_>>,
+) -> (Outcome, Option<usize>) {
+    if let Some((answer, asked_at)) = combined {
+        let answered_at = unix_now();
+        return match auth::check_combined(
+            config,
+            store,
+            login,
+            challenge,
+            answer,
+            asked_at,
+            answered_at,
+        ) {
+            Ok((outcome, len)) => {
+                tell(handle, &outcome);
+                (outcome, Some(len))
+            }
+            Err(e) => (Outcome::Unavailable(e.to_string()), None),
+        };
+    }
+    let asked_at = unix_now();
+    let answer = match handle.prompt_hidden(CODE_PROMPT) {
+        Ok(a) => a,
+        Err(ConvError) => return (Outcome::ConversationFailed, None),
+    };
+    // The code is checked against the time the answer arrived.
+    let answered_at = unix_now();
+    let outcome = auth::check_answer(
+        config,
+        store,
+        login,
+        challenge,
+        &answer,
+        asked_at,
+        answered_at,
+    )
+    .unwrap_or_else(|e| Outcome::Unavailable(e.to_string()));
+    tell(handle, &outcome);
+    (outcome, None)
 }
 
 fn show(handle: &Handle, notice: &Notice) {

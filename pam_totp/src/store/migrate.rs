@@ -1,4 +1,4 @@
-//! Older SQLite stores, rewritten as schema 3 by `totp-admin store init` (and nothing
+//! Older SQLite stores, rewritten as schema 4 by `totp-admin store init` (and nothing
 //! else: a login on an older store fails closed, saying to run it). Each migration runs
 //! inside the caller's `BEGIN IMMEDIATE` transaction: it takes effect whole or not at all.
 //!
@@ -6,8 +6,9 @@
 //!   rows and recovery codes.
 //! - Schema 2: one table `users(user, record)`, everything about a user in one opaque
 //!   record (its decoder is kept here, and only here).
+//! - Schema 3: the tables of schema 4 but `remembered`, which is added.
 //!
-//! The old tables are renamed out of the way, schema 3 made, the rows copied (each key
+//! From schema 1 and 2 the old tables are renamed out of the way, schema 4 made, the rows copied (each key
 //! sealed under the host key as the `default` factor), and the old tables dropped.
 
 use super::seal::Keyring;
@@ -53,7 +54,20 @@ fn insert_factor(c: &Connection, keys: &Keyring, user: &str, f: &OldFactor) -> R
     Ok(())
 }
 
-/// Schema 1 to 3. `schema`: schema 3's tables; `now`: when throttle rows were last
+/// Schema 3 to 4: the table of remembered sources (`[policy] remember_source`).
+pub(super) fn from_v3(c: &Connection) -> Result<()> {
+    c.execute_batch(
+        "CREATE TABLE remembered(
+           user TEXT NOT NULL,
+           source TEXT NOT NULL,
+           until INTEGER NOT NULL,
+           PRIMARY KEY(user, source)
+         );",
+    )?;
+    Ok(())
+}
+
+/// Schema 1 to 4. `schema`: schema 4's tables; `now`: when throttle rows were last
 /// counted (schema 1 did not keep it).
 pub(super) fn from_v1(c: &Connection, keys: &Keyring, schema: &str, now: i64) -> Result<()> {
     c.execute_batch(
@@ -102,7 +116,7 @@ pub(super) fn from_v1(c: &Connection, keys: &Keyring, schema: &str, now: i64) ->
     Ok(())
 }
 
-/// Schema 2 to 3.
+/// Schema 2 to 4.
 pub(super) fn from_v2(c: &Connection, keys: &Keyring, schema: &str, now: i64) -> Result<()> {
     c.execute_batch("ALTER TABLE users RENAME TO users_v2;")?;
     c.execute_batch(schema)?;

@@ -2,15 +2,15 @@
 //! reads `[store] backend`.
 
 use super::{
-    seal, Attempt, EnrolledUser, Enrollment, LoginState, Result, SqliteStore, StepOutcome, Store,
-    UserSummary, SCHEMA_VERSION,
+    seal, Attempt, EnrolledUser, Enrollment, LoginState, Passed, Result, SqliteStore, StepOutcome,
+    Store, UserSummary, SCHEMA_VERSION,
 };
 use crate::config::{Backend, Config, ThrottleConfig};
 use crate::recovery::HashedCode;
 use crate::throttle::{PairFailures, UserFailures};
 
 /// The PostgreSQL schema this version reads and writes (`pam_totp.schema_version`).
-pub const PG_SCHEMA_VERSION: i64 = 2;
+pub const PG_SCHEMA_VERSION: i64 = 3;
 
 /// Opens the configured store for one login: an existing SQLite file (never created or
 /// migrated), or a connection to the PostgreSQL server made when the first question is
@@ -246,11 +246,21 @@ impl<S: Store + ?Sized> Store for Box<S> {
     ) -> Result<Attempt> {
         (**self).begin_attempt(user, source, now, config)
     }
-    fn attempt_succeeded(&self, user: &str, source: &str) -> Result<()> {
-        (**self).attempt_succeeded(user, source)
+    fn attempt_succeeded(&self, user: &str, passed: &Passed<'_>) -> Result<()> {
+        (**self).attempt_succeeded(user, passed)
     }
     fn accept_step(&self, user: &str, factor_id: i64, step: i64, now: i64) -> Result<StepOutcome> {
         (**self).accept_step(user, factor_id, step, now)
+    }
+    fn accept_login(
+        &self,
+        user: &str,
+        factor_id: i64,
+        step: i64,
+        now: i64,
+        passed: &Passed<'_>,
+    ) -> Result<StepOutcome> {
+        (**self).accept_login(user, factor_id, step, now, passed)
     }
     fn use_recovery_code(&self, user: &str, normalized: &[u8], now: i64) -> Result<bool> {
         (**self).use_recovery_code(user, normalized, now)

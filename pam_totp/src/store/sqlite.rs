@@ -1,4 +1,4 @@
-//! The embedded SQLite store (schema 3): the tables of `store.rs`, one connection per
+//! The embedded SQLite store (schema 4): the tables of `store.rs`, one connection per
 //! login or command, WAL mode, and every write that logins race on as one conditional
 //! statement or one `BEGIN IMMEDIATE` transaction.
 //!
@@ -14,21 +14,30 @@ use super::migrate;
 use super::seal::{HostKey, Keyring};
 use super::{
     check_store_dir, check_store_path, hashed_code, Attempt, EnrolledUser, Enrollment, Factor,
-    FactorSummary, LoginState, Result, StepOutcome, Store, StoreError, UserSummary, SCHEMA_VERSION,
+    FactorSummary, LoginState, Passed, Result, StepOutcome, Store, StoreError, UserSummary,
+    SCHEMA_VERSION,
 };
 use crate::config::ThrottleConfig;
 use crate::otp::{Algorithm, OtpParams};
 use crate::recovery::{self, HashedCode};
 use crate::throttle::{self, PairFailures, UserFailures};
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+/// The WAL length, in pages, at which a login's commit copies it into the database. A
+/// login opens the store anew and reads the whole WAL to find its pages (SQLite's
+/// recovery, since no connection stays open between logins): short enough that this
+/// costs less than the syncs of a checkpoint at every close, long enough that the
+/// checkpoint's syncs are shared by many logins.
+const LOGIN_CHECKPOINT_PAGES: i64 = 100;
+
 /// How long a writer waits for another's transaction before giving up.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Schema 3, as `store.rs` describes it.
+/// Schema 4, as `store.rs` describes it.
 const SCHEMA: &str = "
 CREATE TABLE users(
   user TEXT PRIMARY KEY,
@@ -63,6 +72,12 @@ CREATE TABLE throttle(
   failures INTEGER NOT NULL,
   locked_until INTEGER NOT NULL,
   last_failure_at INTEGER NOT NULL,
+  PRIMARY KEY(user, source)
+);
+CREATE TABLE remembered(
+  user TEXT NOT NULL,
+  source TEXT NOT NULL,
+  until INTEGER NOT NULL,
   PRIMARY KEY(user, source)
 );
 ";
@@ -179,6 +194,19 @@ impl SqliteStore {
                 .pragma_update(None, "synchronous", mode)
                 .map_err(|e| store.failed(e))?;
         }
+        if access == Access::Login {
+            // A login leaves the WAL as it is when it closes, instead of copying it into
+            // the database and removing it, which is the work of a checkpoint (the WAL
+            // and the database synced) and of the next login (the WAL made again, its
+            // header and directory synced). The WAL is copied back by the commit that
+            // finds it longer than LOGIN_CHECKPOINT_PAGES, and by `totp-admin`.
+            store
+                .conn
+                .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+            store
+                .conn
+                .pragma_update(None, "wal_autocheckpoint", LOGIN_CHECKPOINT_PAGES)?;
+        }
         if access != Access::Login {
             let found = store.schema_version()?;
             if found != SCHEMA_VERSION {
@@ -291,6 +319,7 @@ impl SqliteStore {
                 0 => c.execute_batch(SCHEMA)?,
                 1 => migrate::from_v1(c, &self.keys, SCHEMA, now)?,
                 2 => migrate::from_v2(c, &self.keys, SCHEMA, now)?,
+                3 => migrate::from_v3(c)?,
                 _ => return Err(StoreError::Schema { found }),
             }
             c.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -532,6 +561,35 @@ fn retire_steps(c: &Connection, user: &str, name: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// What a success clears and remembers (inside the caller's transaction): the pair's
+/// failures, one failure of the user's window, and the remembered source.
+fn record_success(c: &Connection, user: &str, passed: &Passed<'_>) -> Result<()> {
+    c.execute(
+        "DELETE FROM throttle WHERE user = ?1 AND source = ?2",
+        [user, cut(passed.source)],
+    )?;
+    c.execute(
+        "UPDATE users SET window_failures = max(window_failures - 1, 0)
+         WHERE user = ?1 AND window_failures > 0",
+        [user],
+    )?;
+    if let Some((source, until)) = passed.remember {
+        c.execute(
+            "INSERT INTO remembered (user, source, until) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user, source) DO UPDATE SET until = excluded.until",
+            params![user, cut(source), until],
+        )?;
+    }
+    Ok(())
+}
+
+/// Forgets every source remembered for the user (inside the caller's transaction): a
+/// reset, an unlock, a removed or new factor asks for a code again everywhere.
+fn forget_sources(c: &Connection, user: &str) -> Result<()> {
+    c.execute("DELETE FROM remembered WHERE user = ?1", [user])?;
+    Ok(())
+}
+
 /// The id and last step of the user's factor `name`, if there is one.
 fn current_factor(c: &Connection, user: &str, name: &str) -> Result<Option<(i64, Option<i64>)>> {
     Ok(c.query_row(
@@ -543,31 +601,36 @@ fn current_factor(c: &Connection, user: &str, name: &str) -> Result<Option<(i64,
 }
 
 impl Store for SqliteStore {
-    /// Two statements: the factors, then the throttle counters.
+    /// Two statements: the factors, then the throttle counters and the remembered source.
     fn login_state(&self, user: &str, source: &str) -> Result<LoginState> {
         let factors = self.factors(user)?;
-        let (pair, window) = self.conn.query_row(
-            "SELECT t.failures, t.locked_until, u.window_start, u.window_failures
-             FROM (SELECT ?1 AS user) k
-             LEFT JOIN users u ON u.user = k.user
-             LEFT JOIN throttle t ON t.user = k.user AND t.source = ?2",
-            [user, cut(source)],
-            |r| {
-                let pair = PairFailures {
-                    failures: u32_from(r.get::<_, Option<i64>>(0)?.unwrap_or(0)),
-                    locked_until: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
-                };
-                let window = UserFailures {
-                    window_start: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
-                    failures: u32_from(r.get::<_, Option<i64>>(3)?.unwrap_or(0)),
-                };
-                Ok((pair, window))
-            },
-        )?;
+        let (pair, window, remembered_until) = self
+            .conn
+            .query_row(
+                "SELECT t.failures, t.locked_until, u.window_start, u.window_failures, m.until
+                 FROM (SELECT ?1 AS user) k
+                 LEFT JOIN users u ON u.user = k.user
+                 LEFT JOIN throttle t ON t.user = k.user AND t.source = ?2
+                 LEFT JOIN remembered m ON m.user = k.user AND m.source = ?2",
+                [user, cut(source)],
+                |r| {
+                    let pair = PairFailures {
+                        failures: u32_from(r.get::<_, Option<i64>>(0)?.unwrap_or(0)),
+                        locked_until: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                    };
+                    let window = UserFailures {
+                        window_start: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                        failures: u32_from(r.get::<_, Option<i64>>(3)?.unwrap_or(0)),
+                    };
+                    Ok((pair, window, r.get::<_, Option<i64>>(4)?))
+                },
+            )
+            .map_err(|e| self.failed(e))?;
         Ok(LoginState {
             factors,
             pair,
             user: window,
+            remembered_until,
         })
     }
 
@@ -633,18 +696,40 @@ impl Store for SqliteStore {
         })
     }
 
-    fn attempt_succeeded(&self, user: &str, source: &str) -> Result<()> {
-        self.immediate(|c| {
-            c.execute(
-                "DELETE FROM throttle WHERE user = ?1 AND source = ?2",
-                [user, cut(source)],
-            )?;
-            c.execute(
-                "UPDATE users SET window_failures = max(window_failures - 1, 0) WHERE user = ?1",
-                [user],
-            )?;
-            Ok(())
-        })
+    fn attempt_succeeded(&self, user: &str, passed: &Passed<'_>) -> Result<()> {
+        self.immediate(|c| record_success(c, user, passed))
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: the step, and with it what a success clears
+    /// and remembers; one commit.
+    fn accept_login(
+        &self,
+        user: &str,
+        factor_id: i64,
+        step: i64,
+        now: i64,
+        passed: &Passed<'_>,
+    ) -> Result<StepOutcome> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.failed(e))?;
+        let outcome = self.accept_step(user, factor_id, step, now).and_then(|o| {
+            if o == StepOutcome::Accepted {
+                record_success(&self.conn, user, passed)?;
+            }
+            Ok(o)
+        });
+        // Nothing to keep unless the step was accepted.
+        let end = if matches!(outcome, Ok(StepOutcome::Accepted)) {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        if let Err(e) = self.conn.execute_batch(end) {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+        outcome
     }
 
     /// One conditional UPDATE; when it changes nothing, a second read tells a replay
@@ -757,6 +842,7 @@ impl Store for SqliteStore {
                 ],
             )?;
             let id = c.last_insert_rowid();
+            forget_sources(c, user)?;
             if let Some(codes) = e.recovery_codes {
                 let codes: Vec<_> = codes.iter().map(|code| (code.clone(), None)).collect();
                 write_recovery_codes(c, user, &codes)?;
@@ -785,6 +871,7 @@ impl Store for SqliteStore {
                 // enrollment to become valid again.
                 c.execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?;
             }
+            forget_sources(c, user)?;
             if name.is_none() {
                 c.execute("DELETE FROM throttle WHERE user = ?1", [user])?;
                 c.execute(
@@ -801,7 +888,8 @@ impl Store for SqliteStore {
             "SELECT EXISTS (SELECT 1 FROM users WHERE user = ?1)
                  OR EXISTS (SELECT 1 FROM factors WHERE user = ?1)
                  OR EXISTS (SELECT 1 FROM recovery_codes WHERE user = ?1)
-                 OR EXISTS (SELECT 1 FROM throttle WHERE user = ?1)",
+                 OR EXISTS (SELECT 1 FROM throttle WHERE user = ?1)
+                 OR EXISTS (SELECT 1 FROM remembered WHERE user = ?1)",
             [user],
             |r| r.get(0),
         )?)
@@ -809,6 +897,7 @@ impl Store for SqliteStore {
 
     fn unlock(&self, user: &str) -> Result<bool> {
         self.immediate(|c| {
+            forget_sources(c, user)?;
             let pairs = c.execute("DELETE FROM throttle WHERE user = ?1", [user])?;
             let window = c.execute(
                 "UPDATE users SET window_start = 0, window_failures = 0
@@ -950,6 +1039,7 @@ impl Store for SqliteStore {
                     ],
                 )?;
             }
+            forget_sources(c, &u.user)?;
             write_recovery_codes(c, &u.user, &u.recovery_codes)
         })
     }

@@ -268,3 +268,51 @@ fn a_damaged_record_leaves_the_store_untouched() {
         .unwrap();
     assert_eq!(version, 2);
 }
+
+/// Schema 3 is schema 4 without `remembered`: a store of this version's making with
+/// that table dropped is one.
+#[test]
+fn a_version_3_store_gains_the_remembered_sources() {
+    use crate::store::{EnrollMode, Enrollment, Passed, DEFAULT_FACTOR};
+    let tmp = TestDir::new("migrate-v3");
+    let path = tmp.0.join("totp.db");
+    let key = tmp.0.join("store.key");
+    create_host_key(&key).unwrap();
+    std::fs::File::create(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(SqliteStore::init(&path, &key).unwrap(), 0);
+    let secret = crate::secret::SecretKey::from_bytes(b"12345678901234567890".to_vec());
+    let enrollment = Enrollment {
+        name: DEFAULT_FACTOR,
+        secret: &secret,
+        params: crate::otp::OtpParams {
+            algorithm: crate::otp::Algorithm::Sha1,
+            digits: 6,
+            period: 30,
+        },
+        mode: EnrollMode::New,
+        recovery_codes: None,
+        confirmed_step: None,
+    };
+    let id = SqliteStore::open_for_changes(&path, &key)
+        .unwrap()
+        .enroll("alice", &enrollment, 100)
+        .unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE remembered; PRAGMA user_version = 3;")
+        .unwrap();
+    assert_refused_until_migrated(&path, &key, 3);
+
+    assert_eq!(SqliteStore::init(&path, &key).unwrap(), 3);
+    let store = SqliteStore::open_for_login(&path, &key).unwrap();
+    let passed = Passed {
+        source: "192.0.2.1",
+        remember: Some(("192.0.2.1", 5000)),
+    };
+    store.accept_login("alice", id, 10, 200, &passed).unwrap();
+    let state = store.login_state("alice", "192.0.2.1").unwrap();
+    assert_eq!(state.factors[0].secret.as_bytes(), b"12345678901234567890");
+    assert_eq!(state.remembered_until, Some(5000));
+    assert_eq!(SCHEMA_VERSION, 4);
+}

@@ -255,7 +255,11 @@ fn begin_attempt_counts_and_refuses_without_writing() {
         }
     );
     // A success gives one back to the user and clears the pair.
-    store.attempt_succeeded("alice", "b").unwrap();
+    let passed = Passed {
+        source: "b",
+        remember: None,
+    };
+    store.attempt_succeeded("alice", &passed).unwrap();
     let (pairs, window) = store.throttle_state("alice").unwrap();
     assert_eq!(window.failures, 4);
     assert_eq!(
@@ -695,4 +699,64 @@ fn enrollment_modes_and_the_factor_limit() {
     add("spare1", EnrollMode::Replace { expected: None }).unwrap();
     store.remove_factors("alice", Some("spare1")).unwrap();
     add("one-more", EnrollMode::Another).unwrap();
+}
+
+/// A login's success is one transaction: the step, the pair cleared, one failure given
+/// back and the source remembered; a replay or a changed factor writes none of it.
+#[test]
+fn accept_login_records_the_step_and_the_success_together() {
+    let store = SqliteStore::in_memory().unwrap();
+    let secret = SecretKey::from_bytes(b"12345678901234567890".to_vec());
+    let id = enroll(
+        &store,
+        "alice",
+        DEFAULT_FACTOR,
+        &secret,
+        EnrollMode::New,
+        None,
+        None,
+    )
+    .unwrap();
+    let config = throttle_config();
+    store
+        .begin_attempt("alice", "192.0.2.1", NOW, &config)
+        .unwrap();
+    let passed = Passed {
+        source: "192.0.2.1",
+        remember: Some(("192.0.2.1", NOW + 3600)),
+    };
+    assert_eq!(
+        store.accept_login("alice", id, 10, NOW, &passed).unwrap(),
+        StepOutcome::Accepted
+    );
+    let state = store.login_state("alice", "192.0.2.1").unwrap();
+    assert_eq!(state.factors[0].last_step, Some(10));
+    assert_eq!((state.pair.failures, state.user.failures), (0, 0));
+    assert_eq!(state.remembered_until, Some(NOW + 3600));
+
+    store
+        .begin_attempt("alice", "192.0.2.2", NOW, &config)
+        .unwrap();
+    let elsewhere = Passed {
+        source: "192.0.2.2",
+        remember: Some(("192.0.2.2", NOW + 3600)),
+    };
+    assert_eq!(
+        store
+            .accept_login("alice", id, 10, NOW, &elsewhere)
+            .unwrap(),
+        StepOutcome::Replayed
+    );
+    assert_eq!(
+        store
+            .accept_login("alice", id + 100, 11, NOW, &elsewhere)
+            .unwrap(),
+        StepOutcome::FactorChanged
+    );
+    let state = store.login_state("alice", "192.0.2.2").unwrap();
+    assert_eq!((state.pair.failures, state.user.failures), (1, 1));
+    assert_eq!(state.remembered_until, None);
+    assert!(store.unlock("alice").unwrap());
+    let state = store.login_state("alice", "192.0.2.1").unwrap();
+    assert_eq!(state.remembered_until, None);
 }
