@@ -14,6 +14,10 @@ PACKAGES=(
     rpm rpm2cpio cpio dpkg-dev binutils libpam-google-authenticator libpam-oath valgrind
     postgresql openssl sudo lintian openvpn ca-certificates curl
 )
+# The SELinux policy module of the .rpm (packaging/build.sh, tests/tests/rhel.rs):
+# compiled with the reference policy's development Makefile, installed with semodule
+# into a copy of the reference policy's store, queried with sesearch and seinfo.
+PACKAGES+=(selinux-policy-dev selinux-policy-default semodule-utils policycoreutils setools)
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg-query -W -f '${Status}\n' "$package" 2>/dev/null | grep -q ' installed$' ||
