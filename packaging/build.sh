@@ -13,7 +13,10 @@
 # workspace's target/ otherwise. The PostgreSQL flavour is built in <target>/pg/: built
 # in the same target directory, the feature would reach the SQLite-only module too.
 # Installs the cargo plug-in of each kind it builds when it is missing (cargo install
-# --locked: cargo-deb about 1 minute, cargo-generate-rpm 3 to 4). See docs/PACKAGING.md.
+# --locked: cargo-deb about 1 minute, cargo-generate-rpm 3 to 4). The .rpm also carries
+# the SELinux policy module of packaging/selinux/, compiled with the policy development
+# Makefile (selinux-policy-dev on Debian, selinux-policy-devel on RHEL). See
+# docs/PACKAGING.md.
 set -eu
 
 deb=no rpm=no sqlite=no postgresql=no
@@ -24,7 +27,7 @@ for arg in "$@"; do
     --sqlite) sqlite=yes ;;
     --postgresql) postgresql=yes ;;
     -h | --help)
-        sed -n '2,16p' "$0"
+        sed -n '2,19p' "$0"
         exit 0
         ;;
     *)
@@ -56,6 +59,27 @@ if [ "$rpm" = yes ] && ! cargo generate-rpm --version >/dev/null 2>&1; then
     cargo install --locked cargo-generate-rpm --version 0.21.1
 fi
 
+# The SELinux policy module the .rpm carries, compiled with the reference policy's
+# development Makefile (Debian: selinux-policy-dev; RHEL, Fedora: selinux-policy-devel,
+# which compiles it against the distribution's own policy) into <dir>/release/selinux/,
+# where the RPM metadata finds it for either flavour.
+selinux_module() {
+    makefile=/usr/share/selinux/devel/Makefile
+    if [ ! -f "$makefile" ]; then
+        echo "build.sh: $makefile is missing: install selinux-policy-dev (Debian, Ubuntu)" \
+            "or selinux-policy-devel (RHEL, Fedora)" >&2
+        exit 1
+    fi
+    work=$(mktemp -d)
+    cp packaging/selinux/pam_totp.te packaging/selinux/pam_totp.fc \
+        packaging/selinux/pam_totp.if "$work/"
+    echo "build.sh: make -f $makefile pam_totp.pp"
+    make -s -C "$work" -f "$makefile" pam_totp.pp
+    mkdir -p "$1/release/selinux"
+    cp "$work/pam_totp.pp" "$1/release/selinux/pam_totp.pp"
+    rm -rf "$work"
+}
+
 # cargo-generate-rpm builds nothing, and cargo-deb is told not to: one release build
 # (stripped by the profile) per flavour serves both kinds of package.
 if [ "$sqlite" = yes ]; then
@@ -84,9 +108,11 @@ fi
 if [ "$rpm" = yes ]; then
     # Asset and scriptlet paths of the RPM metadata are relative to the workspace root.
     if [ "$sqlite" = yes ]; then
+        selinux_module "$target"
         cargo generate-rpm -p pam_totp --target-dir "$target" --output "$out/"
     fi
     if [ "$postgresql" = yes ]; then
+        selinux_module "$pg_target"
         cargo generate-rpm -p pam_totp --variant postgresql --target-dir "$pg_target" \
             --output "$out/"
     fi

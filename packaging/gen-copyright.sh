@@ -129,6 +129,17 @@ for my $key (sort { lc $a cmp lc $b } keys %{ { %$plain, %$postgresql } }) {
     }
 }
 $rpm_terms{$_}{'Apache-2.0 OR MIT'} = 1 for 'plain', 'postgresql';    # pam_totp itself
+# The authselect profile the .rpm carries (packaging/authselect/totp/) is derived from
+# authselect's own profiles.
+$rpm_terms{$_}{'GPL-3.0-or-later'} = 1 for 'plain', 'postgresql';
+$used{'GPL-3.0-or-later'} = 1;
+push @paragraphs, join "\n",
+  "Files: packaging/authselect/*",
+  "Copyright: Red Hat, Inc. and the authselect authors; 2026 pam_totp contributors",
+  "License: GPL-3.0-or-later",
+  "Comment: the authselect vendor profile \"totp\", derived from the \"local\" profile of",
+  " authselect 1.5.0 (https://github.com/authselect/authselect). Only the .rpm",
+  " carries it.";
 
 # A licence paragraph's text is indented by one space; empty lines become " .".
 sub license_paragraph {

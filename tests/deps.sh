@@ -17,6 +17,10 @@ PACKAGES=(
 # The QR screen tests (tests/tests/qr_screens.rs): an X server, xterm with a TrueType
 # and a bitmap font, screenshots (import) and a QR code reader (zbarimg).
 PACKAGES+=(xvfb xterm fonts-dejavu-core xfonts-base imagemagick zbar-tools)
+# The SELinux policy module of the .rpm (packaging/build.sh, tests/tests/rhel.rs):
+# compiled with the reference policy's development Makefile, installed with semodule
+# into a copy of the reference policy's store, queried with sesearch and seinfo.
+PACKAGES+=(selinux-policy-dev selinux-policy-default semodule-utils policycoreutils setools)
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg-query -W -f '${Status}\n' "$package" 2>/dev/null | grep -q ' installed$' ||

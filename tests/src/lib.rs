@@ -16,6 +16,7 @@ pub mod pam_ffi;
 pub mod pg_support;
 pub mod pipe;
 pub mod reliability_support;
+pub mod rhel_support;
 pub mod sshd_support;
 pub mod store_support;
 

@@ -42,6 +42,23 @@ const BASE_SYSTEM: [(&str, &str); 4] = [
     ("libpam-runtime", "1.4.0-11ubuntu2"),
 ];
 
+/// The compiled SELinux policy module in the .rpm.
+const SELINUX_MODULE: &str = "/usr/share/selinux/packages/pam_totp.pp";
+/// The authselect vendor profile in the .rpm, and its files.
+const AUTHSELECT_PROFILE: &str = "/usr/share/authselect/vendor/totp";
+const AUTHSELECT_FILES: [&str; 10] = [
+    "README",
+    "REQUIREMENTS",
+    "system-auth",
+    "password-auth",
+    "fingerprint-auth",
+    "smartcard-auth",
+    "postlogin",
+    "nsswitch.conf",
+    "dconf-db",
+    "dconf-locks",
+];
+
 /// The newest glibc symbol version the .rpm may need: RHEL 9 has glibc 2.34.
 const RHEL_GLIBC: (u32, u32) = (2, 34);
 
@@ -525,6 +542,17 @@ fn rpm_file_list_modes_config_flags_and_scripts() {
         !files.keys().any(|p| p.contains("pam-configs")),
         "pam-auth-update exists only on Debian"
     );
+    // The RHEL family's own: the SELinux policy module (and its interface, for other
+    // modules) and the authselect vendor profile.
+    expect(SELINUX_MODULE, 0o644, false);
+    expect(
+        "/usr/share/selinux/devel/include/distributed/pam_totp.if",
+        0o644,
+        false,
+    );
+    for name in AUTHSELECT_FILES {
+        expect(&format!("{AUTHSELECT_PROFILE}/{name}"), 0o644, false);
+    }
 
     let scripts = run(Command::new("rpm").args(["-qp", "--scripts"]).arg(rpm));
     let section = |title: &str| -> String {
@@ -543,6 +571,13 @@ fn rpm_file_list_modes_config_flags_and_scripts() {
         postun.contains("if [ \"$1\" = 0 ]") && postun.contains("rm -rf /var/lib/pam_totp"),
         "{postun}"
     );
+    assert!(
+        post.contains("selinuxenabled")
+            && post.contains("semodule -X 200 -i /usr/share/selinux/packages/pam_totp.pp")
+            && post.contains("restorecon -R /etc/pam_totp /var/lib/pam_totp /usr/bin/totp-admin"),
+        "{post}"
+    );
+    assert!(postun.contains("semodule -X 200 -r pam_totp"), "{postun}");
 
     // glibc symbol versions beyond RHEL 9's would make the package uninstallable there.
     let requires = run(Command::new("rpm").arg("-qpR").arg(rpm));
@@ -554,6 +589,19 @@ fn rpm_file_list_modes_config_flags_and_scripts() {
             assert!(found <= RHEL_GLIBC, "{line} is newer than RHEL 9's glibc");
         }
     }
+}
+
+/// An RPM root with the commands the scriptlets call.
+fn scriptlet_root() -> RpmRoot {
+    let root = RpmRoot::new(&[
+        "/usr/bin/install",
+        "/usr/bin/grep",
+        "/usr/bin/rm",
+        "/usr/bin/rmdir",
+    ]);
+    // totp-admin arrives with the package; its libraries come from the host.
+    root.copy_libraries_of(&release_dir().join("totp-admin"));
+    root
 }
 
 #[test]
@@ -577,14 +625,7 @@ fn rpm_installs_upgrades_and_erases_in_a_throwaway_root() {
         .path();
 
     in_throwaway_system(|| {
-        let root = RpmRoot::new(&[
-            "/usr/bin/install",
-            "/usr/bin/grep",
-            "/usr/bin/rm",
-            "/usr/bin/rmdir",
-        ]);
-        // totp-admin arrives with the package; its libraries come from the host.
-        root.copy_libraries_of(&release_dir().join("totp-admin"));
+        let root = scriptlet_root();
         let at = |path: &str| root.path().join(path.trim_start_matches('/'));
 
         run(root.rpm().args(["-ivh", "--nodeps"]).arg(rpm));
@@ -622,6 +663,64 @@ fn rpm_installs_upgrades_and_erases_in_a_throwaway_root() {
             changed,
             "an erase keeps a changed config as .rpmsave"
         );
+    });
+}
+
+/// Stands in for a command of SELinux's in an RPM root: records its arguments.
+fn selinux_stub(root: &RpmRoot, name: &str, status: u8) {
+    let path = root.path().join("usr/sbin").join(name);
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho \"{name} $*\" >> /selinux-calls\nexit {status}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// The .rpm where SELinux is enabled (stand-ins for selinuxenabled, semodule and
+/// restorecon record how they are called), disabled (selinuxenabled says no), and
+/// absent (no such commands: the other install test): the module goes in and the
+/// paths are relabelled only in the first case, and an erase takes it out.
+#[test]
+fn rpm_installs_the_selinux_module_only_where_selinux_is_enabled() {
+    require_root();
+    let rpm = &packages().rpm;
+    in_throwaway_system(|| {
+        for enabled in [true, false] {
+            let root = scriptlet_root();
+            selinux_stub(&root, "selinuxenabled", if enabled { 0 } else { 1 });
+            selinux_stub(&root, "semodule", 0);
+            selinux_stub(&root, "restorecon", 0);
+            let calls =
+                || fs::read_to_string(root.path().join("selinux-calls")).unwrap_or_default();
+            let install = run(root.rpm().args(["-ivh", "--nodeps"]).arg(rpm));
+            assert!(!install.contains("WARNING"), "{install}");
+            assert!(root
+                .path()
+                .join(SELINUX_MODULE.trim_start_matches('/'))
+                .is_file());
+            let expected = if enabled {
+                format!(
+                    "selinuxenabled \nsemodule -X 200 -i {SELINUX_MODULE}\n\
+                     restorecon -R /etc/pam_totp /var/lib/pam_totp /usr/bin/totp-admin\n"
+                )
+            } else {
+                "selinuxenabled \n".to_string()
+            };
+            assert_eq!(calls(), expected, "enabled: {enabled}");
+            assert_eq!(
+                mode(&root.path().join(STORE.trim_start_matches('/'))),
+                0o600
+            );
+
+            run(root.rpm().args(["-e", "--nodeps", RPM_PACKAGE]));
+            let erased = if enabled {
+                format!("{expected}selinuxenabled \nsemodule -X 200 -r pam_totp\n")
+            } else {
+                format!("{expected}selinuxenabled \n")
+            };
+            assert_eq!(calls(), erased, "enabled: {enabled}");
+        }
     });
 }
 
