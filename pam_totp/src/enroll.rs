@@ -77,21 +77,43 @@ pub fn otpauth_uri(
     ))
 }
 
-/// A new random factor for `user` with the configured parameters.
-pub fn new_factor(config: &Config, user: &str, host: &str) -> std::io::Result<NewFactor> {
+/// A new random factor named `factor` for `user` with the configured parameters.
+pub fn new_factor(
+    config: &Config,
+    user: &str,
+    factor: &str,
+    host: &str,
+) -> std::io::Result<NewFactor> {
     let secret = SecretKey::generate(KEY_BYTES)?;
-    Ok(factor_from_secret(config, user, host, secret))
+    Ok(factor_from_secret(config, user, factor, host, secret))
 }
 
-/// A factor for `user` from a known key (migration, automation).
-pub fn factor_from_secret(config: &Config, user: &str, host: &str, secret: SecretKey) -> NewFactor {
+/// The account name an authenticator app shows: `user@host`, and for any factor but
+/// the first the factor's name after a slash (`alice@bastion/yubikey`), so that two
+/// factors of one user are told apart in the app.
+pub fn account_label(user: &str, factor: &str, host: &str) -> String {
+    if factor == crate::store::DEFAULT_FACTOR {
+        format!("{user}@{host}")
+    } else {
+        format!("{user}@{host}/{factor}")
+    }
+}
+
+/// A factor named `factor` for `user` from a known key (migration, automation).
+pub fn factor_from_secret(
+    config: &Config,
+    user: &str,
+    factor: &str,
+    host: &str,
+    secret: SecretKey,
+) -> NewFactor {
     let params = config.totp.params();
     let issuer = if config.totp.issuer.is_empty() {
         host
     } else {
         &config.totp.issuer
     };
-    let uri = otpauth_uri(issuer, &format!("{user}@{host}"), &secret, &params);
+    let uri = otpauth_uri(issuer, &account_label(user, factor, host), &secret, &params);
     NewFactor {
         user: user.to_string(),
         secret,
@@ -189,6 +211,7 @@ mod tests {
         factor_from_secret(
             &config,
             "alice",
+            DEFAULT_FACTOR,
             "bastion",
             SecretKey::from_bytes(b"12345678901234567890".to_vec()),
         )
@@ -236,6 +259,7 @@ mod tests {
         let f = factor_from_secret(
             &Config::default(),
             "bob",
+            DEFAULT_FACTOR,
             "web1",
             SecretKey::generate(20).unwrap(),
         );
@@ -243,6 +267,21 @@ mod tests {
             f.uri.starts_with("otpauth://totp/web1:bob%40web1?secret="),
             "{}",
             f.uri.as_str()
+        );
+        // Another factor of bob's is told apart in the app.
+        let phone = factor_from_secret(
+            &Config::default(),
+            "bob",
+            "phone",
+            "web1",
+            SecretKey::generate(20).unwrap(),
+        );
+        assert!(
+            phone
+                .uri
+                .starts_with("otpauth://totp/web1:bob%40web1%2Fphone?secret="),
+            "{}",
+            phone.uri.as_str()
         );
     }
 

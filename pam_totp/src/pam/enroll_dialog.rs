@@ -47,7 +47,7 @@ pub fn enroll_at_login(handle: &Handle, config: &Config, login: &Login<'_>) -> O
         ));
     }
     let host = enroll::hostname();
-    let factor = match enroll::new_factor(config, login.user, &host) {
+    let factor = match enroll::new_factor(config, login.user, crate::store::DEFAULT_FACTOR, &host) {
         Ok(f) => f,
         Err(e) => return Outcome::Unavailable(format!("cannot generate a key: {e}")),
     };

@@ -67,7 +67,7 @@ pub fn known_secret(ctx: &Ctx, args: &EnrollArgs) -> Result<()> {
         return Err(already_enrolled(&name, factor_name, "--replace"));
     }
     let another = !factors.iter().all(|f| f.name == factor_name);
-    let factor = enroll::factor_from_secret(&config, &name, &enroll::hostname(), key);
+    let factor = enroll::factor_from_secret(&config, &name, factor_name, &enroll::hostname(), key);
     let mode = if args.replace {
         EnrollMode::Replace { expected: None }
     } else {
@@ -308,7 +308,7 @@ pub fn interactive(ctx: &Ctx, args: &EnrollArgs) -> Result<()> {
     };
     let sole = factors.iter().all(|f| f.name == factor_name);
 
-    let factor = enroll::new_factor(&config, &name, &enroll::hostname())
+    let factor = enroll::new_factor(&config, &name, factor_name, &enroll::hostname())
         .map_err(|e| Error::failed(format!("cannot make a key: {e}")))?;
     emit(&factor_text(&factor, drawing(args.qr, config.enroll.qr)))?;
     let confirm_codes = config.policy.enroll_confirm_codes;
@@ -491,7 +491,7 @@ mod tests {
         let mut config = Config::default();
         config.totp.issuer = "Example Corp".into();
         let key = SecretKey::from_bytes(b"12345678901234567890".to_vec());
-        enroll::factor_from_secret(&config, "alice", "bastion", key)
+        enroll::factor_from_secret(&config, "alice", DEFAULT_FACTOR, "bastion", key)
     }
 
     fn uri_line(text: &str) -> &str {
