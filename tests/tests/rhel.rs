@@ -184,12 +184,19 @@ fn selinux_module_gives_each_login_domain_exactly_its_rules() {
         &policy,
         &["-T", "-s", "totp_admin_t", "-t", "pam_totp_conf_t"],
     );
-    assert!(
-        named.contains(
-            "type_transition totp_admin_t pam_totp_conf_t:file pam_totp_key_t store.key;"
-        ),
-        "{named:?}"
-    );
+    for name in [
+        "store.key",
+        "store.key.partial",
+        "store.key.new",
+        "store.key.new.partial",
+    ] {
+        assert!(
+            named.contains(&format!(
+                "type_transition totp_admin_t pam_totp_conf_t:file pam_totp_key_t {name};"
+            )),
+            "{name}: {named:?}"
+        );
+    }
     // The PostgreSQL boolean, off by default.
     let booleans =
         run(Command::new("seinfo")

@@ -115,9 +115,11 @@ impl HostKey {
         Ok(HostKey(key))
     }
 
-    /// Writes this key to a new file at `path` (root's, mode 0400), made with
-    /// `O_EXCL`: an existing file is never overwritten. The file and its directory are
-    /// synced before this returns.
+    /// Writes this key to a new file at `path` (root's, mode 0400); an existing file is
+    /// never overwritten. The key is written and synced in `PATH.partial` first, then
+    /// linked to `path`: a process killed at any moment leaves either no file at `path`
+    /// or the whole key, never a piece of one. The directory is synced before this
+    /// returns.
     pub fn write_new(&self, path: &Path) -> Result<()> {
         let refuse = |why: String| StoreError::KeyFile(path.to_path_buf(), why);
         let dir = path.parent().unwrap_or(Path::new("/"));
@@ -131,19 +133,35 @@ impl HostKey {
         let dir_meta = std::fs::metadata(dir)
             .map_err(|e| refuse(format!("directory {}: {e}", dir.display())))?;
         crate::config::check_owner_and_mode(&dir_meta, "its directory").map_err(refuse)?;
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(refuse("cannot create: it exists already".into()));
+        }
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        // Left by a run killed while writing (the directory is root's alone).
+        match std::fs::remove_file(&partial) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(refuse(format!("cannot remove {}: {e}", partial.display())))
+            }
+            _ => {}
+        }
         let mut file = std::fs::File::options()
             .write(true)
             .create_new(true)
             .mode(0o400)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| refuse(format!("cannot create: {e}")))?;
+            .open(&partial)
+            .map_err(|e| refuse(format!("cannot create {}: {e}", partial.display())))?;
         let written = file
             .write_all(&self.0[..])
             .and_then(|()| file.sync_all())
+            // A link never replaces an existing file (EEXIST).
+            .and_then(|()| std::fs::hard_link(&partial, path))
+            .and_then(|()| std::fs::remove_file(&partial))
             .and_then(|()| sync_dir(dir));
         if let Err(e) = written {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&partial);
             return Err(refuse(format!("cannot write: {e}")));
         }
         Ok(())
