@@ -213,7 +213,7 @@ fn selinux_module_gives_each_login_domain_exactly_its_rules() {
             .unwrap();
     for line in [
         "/etc/pam_totp(/.*)?\tsystem_u:object_r:pam_totp_conf_t:s0",
-        "/etc/pam_totp/store\\.key\t--\tsystem_u:object_r:pam_totp_key_t:s0",
+        "/etc/pam_totp/store\\.key(\\.new)?(\\.partial)?\t--\tsystem_u:object_r:pam_totp_key_t:s0",
         "/var/lib/pam_totp(/.*)?\tsystem_u:object_r:pam_totp_var_lib_t:s0",
         "/usr/bin/totp-admin\t--\tsystem_u:object_r:totp_admin_exec_t:s0",
     ] {
