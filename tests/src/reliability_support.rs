@@ -3,7 +3,7 @@
 //! them, and a PAM service that libpam reads from the sandbox's /etc/pam.d.
 
 use crate::store_support::{enrolled, write_factors, Enrolled};
-use pam_totp::otp::{Algorithm, OtpParams};
+use pam_totp::otp::{code_at, Algorithm, OtpParams};
 use pam_totp::secret::SecretKey;
 use std::path::Path;
 
@@ -57,4 +57,25 @@ pub fn integrity(path: &Path) -> String {
     let conn = crate::store_support::connect(path).expect("open the store");
     conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check")
+}
+
+/// A code that no step within two of `t` has: the window (1 step either side by
+/// default) and a step of margin for the clock moving on before the answer is checked.
+pub fn code_not_near(key: &SecretKey, params: &OtpParams, t: u64) -> String {
+    let start = t.saturating_sub(2 * params.period);
+    let near: Vec<String> = (0..5)
+        .map(|k| code_at(key, params, start + k * params.period).to_string())
+        .collect();
+    let mut wrong = near[2].clone();
+    // Shifting every digit gives 9 other codes; at most 4 of them are nearby codes.
+    for _ in 0..9 {
+        wrong = wrong
+            .bytes()
+            .map(|b| if b == b'9' { '0' } else { (b + 1) as char })
+            .collect();
+        if !near.contains(&wrong) {
+            break;
+        }
+    }
+    wrong
 }

@@ -947,33 +947,6 @@ fn key_needles(whose: &str, key: &SecretKey) -> Vec<(String, Vec<u8>)> {
     needles
 }
 
-/// An 8-digit code that no step within two of `t` has: the window (1 step either side
-/// by default) and a step of margin for the clock moving on.
-fn wrong_code_8(key: &SecretKey, params: &OtpParams, t: u64) -> String {
-    let near: Vec<String> = (0..5)
-        .map(|k| {
-            code_at(
-                key,
-                params,
-                t.saturating_sub(2 * params.period) + k * params.period,
-            )
-            .to_string()
-        })
-        .collect();
-    let mut wrong = near[2].clone();
-    // Shifting every digit gives 9 other codes; at most 4 of them are nearby codes.
-    for _ in 0..9 {
-        wrong = wrong
-            .bytes()
-            .map(|b| if b == b'9' { '0' } else { (b + 1) as char })
-            .collect();
-        if !near.contains(&wrong) {
-            break;
-        }
-    }
-    wrong
-}
-
 /// After `pam_end`, no copy of a key is left anywhere in the process's readable memory
 /// (the heap, the stack with the frames the login left behind, every library's data),
 /// nor of the typed answer or the code it normalises to. The store holds 5,000 users and
@@ -1075,7 +1048,7 @@ fn no_secret_left_after_pam_end() {
             needles.push(("the code".into(), code.clone().into_bytes()));
             typed(&code)
         } else {
-            let wrong = wrong_code_8(&key, &params, now);
+            let wrong = pam_totp_tests::reliability_support::code_not_near(&key, &params, now);
             needles.push(("the typed code".into(), typed(&wrong).into_bytes()));
             needles.push(("the code typed".into(), wrong.clone().into_bytes()));
             needles.push(("the right code".into(), code.clone().into_bytes()));

@@ -41,10 +41,9 @@
 //! of stack that the scan does not reach, so the frames it leaves are read as they were.
 
 use pam_totp::otp::{code_at, step_at};
-use pam_totp::secret::SecretKey;
 use pam_totp_tests::pam_ffi::*;
 use pam_totp_tests::pipe::{pipe, read_all, write_all};
-use pam_totp_tests::reliability_support::{secret, user, PARAMS};
+use pam_totp_tests::reliability_support::{code_not_near, secret, user, PARAMS};
 use std::ffi::{c_int, c_void, CStr, CString};
 use std::io::Write;
 use std::time::Instant;
@@ -198,27 +197,6 @@ impl Tally {
     }
 }
 
-/// A code that no step near `t` has: the window (1 step either side by default) plus a
-/// step of margin for the clock moving on before the answer is checked.
-fn wrong_code(key: &SecretKey, t: u64) -> String {
-    let start = t.saturating_sub(2 * PARAMS.period);
-    let near: Vec<String> = (0..5)
-        .map(|k| code_at(key, &PARAMS, start + k * PARAMS.period).to_string())
-        .collect();
-    let mut wrong = near[2].clone();
-    // Shifting every digit gives 9 other codes; at most 4 of them are nearby codes.
-    for _ in 0..9 {
-        wrong = wrong
-            .bytes()
-            .map(|b| if b == b'9' { '0' } else { (b + 1) as char })
-            .collect();
-        if !near.contains(&wrong) {
-            break;
-        }
-    }
-    wrong
-}
-
 /// Authenticates users `first..first + count` of `prefix` once each with the right
 /// code; every `wrong_every`-th first gets a wrong code, which must fail.
 fn authenticate_users(
@@ -238,7 +216,7 @@ fn authenticate_users(
         let name = CString::new(user(prefix, i)).unwrap();
         let key = secret(prefix, i);
         if wrong_every > 0 && i % wrong_every == 0 {
-            let wrong = wrong_code(&key, now());
+            let wrong = code_not_near(&key, &PARAMS, now());
             let answer = Answer {
                 bytes: wrong.as_bytes(),
                 masked: false,
