@@ -60,8 +60,10 @@ say_step() {
     echo "[$step/$steps] $*"
 }
 
-say_step "build dependencies: build-essential pkg-config libpam0g-dev ca-certificates curl"
 needed="build-essential pkg-config libpam0g-dev ca-certificates curl"
+# The .rpm carries an SELinux policy module, compiled with the policy's development files.
+[ "$rpm" = no ] || needed="$needed selinux-policy-dev"
+say_step "build dependencies: $needed"
 missing=""
 for package in $needed; do
     dpkg-query -W -f '${Status}\n' "$package" 2>/dev/null | grep -q ' installed$' ||

@@ -1311,3 +1311,37 @@ fn kill_store_rekey() {
     );
     assert_all_open_with(&sb, &sb.key_path(), "kr", count);
 }
+
+/// Two `store rekey` at the same moment, many times: each must leave a store whose
+/// factors all open with the key file (one run's new key must never be sealed into the
+/// store while the other run's key lands in the file).
+#[test]
+fn concurrent_store_rekeys_keep_the_store_and_its_key_together() {
+    let count = 10;
+    let sb = Sandbox::new("rekeyrace");
+    sb.write_config("");
+    enroll_many(&sb.store_path(), &sb.key_path(), "rr", count);
+    for round in 0..25 {
+        let start = || {
+            sb.command(totp_admin())
+                .arg("--config")
+                .arg(sb.config_path())
+                .args(["store", "rekey"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        // A run may also be refused (the other holds the store); neither may break it.
+        let (a, b) = (start(), start());
+        for child in [a, b] {
+            child.wait_with_output().unwrap();
+        }
+        assert!(
+            opens_with(&sb, &sb.key_path()),
+            "round {round}: the store's factors do not open with the key file"
+        );
+        assert_all_open_with(&sb, &sb.key_path(), "rr", count);
+    }
+}

@@ -66,6 +66,7 @@ pub struct InitReport {
 /// 0600, schema, and the host key, 0400, when there is none) or migrates one to this
 /// version's schema.
 pub fn init_store(config: &Config) -> Result<InitReport> {
+    let _one_at_a_time = seal::lock_key_dir(&config.store.key)?;
     let key_created = seal::create_host_key(&config.store.key)?;
     let (found, version) = match config.store.backend {
         Backend::Sqlite => (
@@ -107,6 +108,7 @@ pub struct RekeyReport {
 pub fn rekey_store(config: &Config) -> Result<RekeyReport> {
     let path = &config.store.key;
     let pending = seal::pending_key_path(path);
+    let _one_at_a_time = seal::lock_key_dir(path)?;
     let store: Box<dyn Rekey> = match config.store.backend {
         Backend::Sqlite => Box::new(SqliteStore::open_for_changes(&config.store.path, path)?),
         Backend::Postgresql => postgresql_rekey(config)?,

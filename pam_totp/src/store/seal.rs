@@ -297,6 +297,35 @@ pub fn create_host_key(path: &Path) -> Result<bool> {
     }
 }
 
+/// Holds an exclusive lock on the directory of the key file at `path` until the
+/// returned file is dropped: `store init` and `store rekey`, which write key files there
+/// and seal under them, run one at a time (two rekeys at once could seal the store
+/// under one run's key while the other run's key lands in the file). Logins never take
+/// it.
+pub fn lock_key_dir(path: &Path) -> Result<std::fs::File> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let refuse = |e: std::io::Error| {
+        StoreError::KeyFile(
+            path.to_path_buf(),
+            format!("cannot lock {}: {e}", dir.display()),
+        )
+    };
+    // `store init` makes the directory of a first key (root's, 0700).
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(refuse)?;
+    }
+    let file = std::fs::File::open(dir).map_err(refuse)?;
+    // SAFETY: flock takes a file descriptor we own, kept open by `file`.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
+        return Err(refuse(std::io::Error::last_os_error()));
+    }
+    Ok(file)
+}
+
 /// Where `store rekey` writes the new key until the store is re-sealed under it.
 pub fn pending_key_path(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
